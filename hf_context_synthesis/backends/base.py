@@ -88,7 +88,10 @@ class GenerationBackend(abc.ABC):
     async def stream(self, requests: Iterable[GenerationRequest]) -> AsyncIterator[GenerationResult]:
         """Yield results in completion order, keeping at most :attr:`max_concurrency` requests in flight.
 
-        ``requests`` is consumed lazily, so an unbounded iterator uses bounded memory.
+        ``requests`` is consumed lazily, so an unbounded iterator uses bounded memory. It may also be
+        a *refillable* iterator (an object whose ``__next__`` raises ``StopIteration`` while it is
+        momentarily empty and yields again later, see :class:`RequestQueue`): the stream asks it for
+        more after every result it hands out, and ends once it is empty with nothing in flight.
         """
         iterator = iter(requests)
         pending: set[asyncio.Task[GenerationResult]] = set()
@@ -101,12 +104,13 @@ class GenerationBackend(abc.ABC):
                     return
                 pending.add(asyncio.ensure_future(self.generate(req)))
 
-        refill()
         try:
-            while pending:
+            while True:
+                refill()
+                if not pending:
+                    return
                 done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    pending.discard(task)
+                pending.difference_update(done)
                 refill()
                 for task in done:
                     yield task.result()
@@ -124,6 +128,30 @@ class GenerationBackend(abc.ABC):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+class RequestQueue:
+    """A refillable request iterator: fresh requests from ``source`` after any re-queued ones.
+
+    ``__next__`` raises ``StopIteration`` while nothing is queued; :meth:`push` makes it yield again.
+    """
+
+    def __init__(self, source: Iterable[GenerationRequest] = ()) -> None:
+        import collections
+
+        self._retries: collections.deque[GenerationRequest] = collections.deque()
+        self._source = iter(source)
+
+    def push(self, request: GenerationRequest) -> None:
+        self._retries.append(request)
+
+    def __iter__(self) -> "RequestQueue":
+        return self
+
+    def __next__(self) -> GenerationRequest:
+        if self._retries:
+            return self._retries.popleft()
+        return next(self._source)
 
 
 def run_requests(backend: GenerationBackend, requests: Iterable[GenerationRequest]) -> list[GenerationResult]:

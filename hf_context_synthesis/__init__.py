@@ -1,0 +1,60 @@
+"""hf-context-synthesis: long-context instruction data by context synthesis (arXiv 2502.15592).
+
+Importing the package registers ``load_dataset("context_synthesis", ...)``. Heavy parts (torch,
+transformers, TRL) load only when their names are first used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# name -> module that defines it (loaded lazily)
+_LAZY = {
+    "SynthesisConfig": "config",
+    "DEFAULT_GENERATOR_MODEL": "config",
+    "SynthesisReport": "report",
+    "ROW_FEATURES": "schema",
+    "SeedExample": "seeds",
+    "SeedError": "seeds",
+    "load_seeds": "seeds",
+    "GenerationCache": "cache",
+    "ContextSynthesizer": "synthesis",
+    "SynthesisResult": "synthesis",
+    "compose_examples": "composition",
+    "synthesize_rows": "pipeline",
+    "synthesize_to_directory": "output",
+    "render_synthesis_messages": "prompts",
+    "parse_context": "prompts",
+    "LONGBENCH_TEMPLATES": "task_templates",
+    "GenerationBackend": "backends.base",
+    "GenerationRequest": "backends.base",
+    "GenerationResult": "backends.base",
+    "make_backend": "backends",
+    "TransformersBackend": "backends.local",
+    "TGIBackend": "backends.tgi",
+    "TGIBackendConfig": "backends.tgi",
+    "sanitize_url": "urls",
+}
+
+__all__ = sorted([*_LAZY, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'hf_context_synthesis' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+from .registration import register as _register  # noqa: E402
+
+_register()

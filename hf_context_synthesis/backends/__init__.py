@@ -1,0 +1,56 @@
+"""Generation backends behind one small async interface (:class:`GenerationBackend`)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .base import GenerationBackend, GenerationRequest, GenerationResult, RequestQueue, run_requests
+
+if TYPE_CHECKING:
+    from ..config import SynthesisConfig
+
+__all__ = [
+    "GenerationBackend",
+    "GenerationRequest",
+    "GenerationResult",
+    "RequestQueue",
+    "make_backend",
+    "run_requests",
+]
+
+
+def make_backend(config: "SynthesisConfig") -> GenerationBackend:
+    """Build the backend ``config`` asks for: TGI (one endpoint), a fleet (several), or local transformers."""
+    endpoints = config.endpoints
+    if not endpoints:
+        from ..config import DEFAULT_GENERATOR_MODEL
+        from .local import TransformersBackend
+
+        return TransformersBackend(
+            config.generator_model or DEFAULT_GENERATOR_MODEL,
+            tokenizer=config.tokenizer,
+            batch_size=config.batch_size,
+            device=config.device,
+        )
+    from .tgi import TGIBackend, TGIBackendConfig
+
+    def tgi(endpoint: str) -> TGIBackend:
+        return TGIBackend(
+            TGIBackendConfig(
+                endpoint=endpoint,
+                model=config.generator_model,
+                api=config.api,
+                tokenizer=config.tokenizer,
+                max_concurrency=config.max_concurrency,
+                timeout=config.timeout,
+                max_retries=config.max_retries,
+                token=config.token,
+                headers=config.headers,
+            )
+        )
+
+    if len(endpoints) == 1:
+        return tgi(endpoints[0])
+    from .fleet import FleetBackend
+
+    return FleetBackend([tgi(e) for e in endpoints])

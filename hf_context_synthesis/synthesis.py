@@ -1,0 +1,284 @@
+"""Seeds -> synthesis requests -> backend -> durable cache: the generation phase of a run.
+
+:class:`ContextSynthesizer` turns every valid seed pair into one accepted context (or a recorded
+failure). Finished generations go to the :class:`~hf_context_synthesis.cache.GenerationCache` the
+moment they arrive; already-cached ones make no request. Unusable outputs (no ``Context:`` marker,
+empty, refused, filtered) are retried with a new sampling seed up to ``max_generation_attempts``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .backends.base import GenerationBackend, GenerationRequest, GenerationResult, RequestQueue
+from .cache import GenerationCache, request_key
+from .config import SynthesisConfig
+from .progress import progress_bar
+from .prompts import parse_context, render_synthesis_messages
+from .report import SynthesisReport
+from .seeds import SeedExample, load_seeds
+
+logger = logging.getLogger(__name__)
+
+#: ``validator(text, seed) -> (context, reason)``: the accepted context, or ``None`` and why not.
+Validator = Callable[[str, SeedExample], "tuple[str | None, str | None]"]
+
+
+@dataclass
+class SynthesisResult:
+    """Outcome of the generation phase.
+
+    Args:
+        seeds: The valid seed pairs, in seed order.
+        context_keys: ``seed index -> cache key`` of each accepted context.
+        failures: ``seed index -> reason`` for seeds without a usable context.
+        report: Counters of the run.
+        model_id: The generator's id.
+        cache: The cache that holds the texts (read contexts with :meth:`context`).
+    """
+
+    seeds: list[SeedExample]
+    context_keys: dict[int, str]
+    failures: dict[int, str]
+    report: SynthesisReport
+    model_id: str
+    cache: GenerationCache
+    require_marker: bool = True
+
+    def context(self, index: int) -> str:
+        """The accepted context of seed ``index`` (read from the cache, parsed)."""
+        text = self.cache.get(self.context_keys[index])
+        if text is None:  # pragma: no cover - cache deleted under us
+            raise KeyError(f"context of seed {index} vanished from the cache {self.cache.path}")
+        context = parse_context(text, require_marker=self.require_marker)
+        assert context is not None
+        return context
+
+
+def default_validator(config: SynthesisConfig) -> Validator:
+    """The paper's parsing (text after the first ``Context:``) plus the configured quality filters."""
+    try:
+        from .quality import QualityConfig, validate_generation
+    except ImportError:  # quality filters not available
+        validate_generation = None  # type: ignore[assignment]
+
+    if validate_generation is not None and getattr(config, "quality", None) is not False:
+        qconf = config.quality if isinstance(getattr(config, "quality", None), QualityConfig) else None
+
+        def validate(text: str, seed: SeedExample) -> tuple[str | None, str | None]:
+            return validate_generation(
+                text, seed.instruction, seed.answer, qconf, require_context_marker=config.require_context_marker
+            )
+
+        return validate
+
+    def validate_plain(text: str, seed: SeedExample) -> tuple[str | None, str | None]:
+        context = parse_context(text, require_marker=config.require_context_marker)
+        if context is None:
+            return None, "missing_context_marker" if text and text.strip() else "empty_generation"
+        return context, None
+
+    return validate_plain
+
+
+def sampling_seed(random_seed: int, messages: tuple[dict[str, str], ...], attempt: int) -> int:
+    """Per-request sampling seed: depends on the run's ``random_seed``, the prompt and the attempt only."""
+    h = hashlib.sha256(f"{random_seed}|{attempt}|{messages!r}".encode()).digest()
+    return int.from_bytes(h[:4], "little") & 0x7FFFFFFF
+
+
+def default_cache_path(config: SynthesisConfig, datasets_cache_dir: str | None = None) -> str:
+    """Where the generation cache lives: ``generation_cache_dir``, else inside the datasets cache."""
+    if config.generation_cache_dir:
+        return os.path.join(config.generation_cache_dir, "generations.sqlite")
+    if datasets_cache_dir is None:
+        import datasets
+
+        datasets_cache_dir = datasets.config.HF_DATASETS_CACHE
+    return os.path.join(os.fspath(datasets_cache_dir), "context_synthesis", "generations.sqlite")
+
+
+class ContextSynthesizer:
+    """Runs the generation phase of ``config``.
+
+    Args:
+        config: The run's settings.
+        backend: A backend to use (default: built from ``config`` by :func:`make_backend`).
+        cache: The generation cache (default: :func:`default_cache_path`).
+        validator: Output check (default: :func:`default_validator`).
+    """
+
+    def __init__(
+        self,
+        config: SynthesisConfig,
+        *,
+        backend: GenerationBackend | None = None,
+        cache: GenerationCache | None = None,
+        validator: Validator | None = None,
+    ) -> None:
+        self.config = config
+        self._backend = backend
+        self.cache = cache or GenerationCache(default_cache_path(config))
+        self.validator = validator or default_validator(config)
+
+    def run(self, seeds: list[SeedExample] | None = None) -> SynthesisResult:
+        """Synthesize (or read from cache) one context per seed. Blocking; see :meth:`arun`."""
+        from .backends.base import _run_coro
+
+        return _run_coro(self.arun(seeds))
+
+    async def arun(self, seeds: list[SeedExample] | None = None) -> SynthesisResult:
+        config = self.config
+        report = SynthesisReport()
+        if seeds is None:
+            loaded = load_seeds(config)
+            seeds = loaded.examples
+            report.rejected_rows = loaded.rejected_rows
+            report.rejected_reasons = dict(loaded.rejected)
+        report.seeds = len(seeds) + report.rejected_rows
+        report.requested = len(seeds)
+
+        backend = self._backend
+        owns_backend = backend is None
+        if backend is None:
+            from .backends import make_backend
+
+            backend = make_backend(config)
+        try:
+            model_id = await backend.model_id()
+            result = await self._generate(seeds, backend, model_id, report)
+        finally:
+            if owns_backend:
+                await backend.aclose()
+        logger.info("Context synthesis: %s", report.summary())
+        return result
+
+    async def _generate(
+        self, seeds: list[SeedExample], backend: GenerationBackend, model_id: str, report: SynthesisReport
+    ) -> SynthesisResult:
+        config = self.config
+        settings = {
+            "api": config.api,
+            "max_new_tokens": config.max_new_tokens,
+            "temperature": config.temperature,
+            "top_p": config.top_p,
+        }
+        context_keys: dict[int, str] = {}
+        failures: dict[int, str] = {}
+        attempts: dict[int, int] = {}
+        prompts: dict[int, tuple[dict[str, str], ...]] = {}
+        key_to_seed: dict[str, int] = {}
+
+        def messages_of(i: int) -> tuple[dict[str, str], ...]:
+            msgs = prompts.get(i)
+            if msgs is None:
+                seed = seeds[i]
+                msgs = render_synthesis_messages(
+                    seed.instruction,
+                    seed.answer,
+                    task=seed.task,
+                    context_words=config.context_words,
+                    template=config.prompt_template,
+                    system_prompt=config.system_prompt if config.system_prompt is not None else _default_system(),
+                )
+            return msgs
+
+        def make_request(i: int) -> GenerationRequest:
+            msgs = messages_of(i)
+            seed_value = sampling_seed(config.random_seed, msgs, attempts[i])
+            key = request_key(msgs, model_id, {**settings, "seed": seed_value})
+            return GenerationRequest(
+                key=key,
+                messages=msgs,
+                max_new_tokens=config.max_new_tokens,
+                temperature=config.temperature,
+                top_p=config.top_p,
+                seed=seed_value,
+            )
+
+        bar = progress_bar(total=len(seeds), desc="Synthesizing contexts", unit="ctx", enabled=config.progress)
+        key_of: dict[int, str] = {}
+
+        def judge(i: int, text: str) -> bool:
+            """Validate a text for seed i: True when settled (accepted or out of attempts)."""
+            context, reason = self.validator(text, seeds[i])
+            if context is not None:
+                context_keys[i] = key_of[i]
+                bar.update(1)
+                return True
+            report.count("filter", reason or "unknown")
+            attempts[i] += 1
+            if attempts[i] >= config.max_generation_attempts:
+                fail(i, reason or "unknown")
+                return True
+            return False
+
+        def fail(i: int, reason: str) -> None:
+            failures[i] = reason
+            report.count("failure", reason)
+            bar.update(1)
+
+        def schedule(i: int) -> GenerationRequest | None:
+            """Walk seed i's attempts through the cache; return the request to make, if any."""
+            while True:
+                req = make_request(i)
+                key_of[i] = req.key
+                cached = self.cache.get(req.key)
+                if cached is None:
+                    key_to_seed[req.key] = i
+                    return req
+                report.cached += 1
+                if judge(i, cached):
+                    return None
+
+        def fresh_requests():
+            for i in range(len(seeds)):
+                attempts[i] = 0
+                req = schedule(i)
+                if req is not None:
+                    yield req
+
+        queue = RequestQueue(fresh_requests())
+        start = time.perf_counter()
+        try:
+            async for res in backend.stream(queue):
+                i = key_to_seed.pop(res.key)
+                report.retried += max(0, res.attempts - 1)
+                if res.ok:
+                    self.cache.put(res.key, res.text, model=model_id, tokens_in=res.tokens_in, tokens_out=res.tokens_out)
+                    report.generated += 1
+                    report.tokens_in += res.tokens_in
+                    report.tokens_out += res.tokens_out
+                if not res.ok:
+                    fail(i, res.error or "unknown")  # the backend already retried transient errors
+                elif not judge(i, res.text):
+                    nxt = schedule(i)
+                    if nxt is not None:
+                        queue.push(nxt)
+        finally:
+            report.wall_time_s = time.perf_counter() - start
+            bar.close()
+        report.failed = len(failures)
+        report.filtered = sum(report.filter_reasons.values())
+        report.synthesized = len(context_keys)
+        return SynthesisResult(
+            seeds=seeds,
+            context_keys=context_keys,
+            failures=failures,
+            report=report,
+            model_id=model_id,
+            cache=self.cache,
+            require_marker=config.require_context_marker,
+        )
+
+
+def _default_system() -> str:
+    from .prompts import DEFAULT_SYSTEM_PROMPT
+
+    return DEFAULT_SYSTEM_PROMPT
