@@ -1,0 +1,115 @@
+"""``context-synthesis``: the command-line entry point.
+
+Subcommands: ``synthesize`` (here), ``train``, ``push-dataset``, ``push-model`` and ``evaluate``
+(each implemented by its module's ``add_cli_arguments``/``run_cli`` pair).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import json
+import logging
+import sys
+import typing
+from collections.abc import Sequence
+
+logger = logging.getLogger(__name__)
+
+#: subcommand -> (module, add-arguments function, run function, help)
+SUBCOMMANDS = {
+    "train": ("training", "add_cli_arguments", "run_cli", "Fine-tune with packing (TRL SFTTrainer)."),
+    "push-dataset": ("hub", "add_push_dataset_arguments", "run_push_dataset", "Publish a dataset to the Hub."),
+    "push-model": ("hub", "add_push_model_arguments", "run_push_model", "Publish a tuned model to the Hub."),
+    "evaluate": ("evaluation", "add_cli_arguments", "run_cli", "LongBench document-level evaluation."),
+}
+
+
+def _parse_bool(value: str) -> bool:
+    if value.lower() in ("1", "true", "yes", "y", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "n", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected a boolean, got {value!r}")
+
+
+def add_synthesize_arguments(parser: argparse.ArgumentParser) -> None:
+    """One ``--flag`` per :class:`SynthesisConfig` field (dicts as JSON, ``--endpoint`` repeatable)."""
+    from .config import SynthesisConfig
+
+    hints = typing.get_type_hints(SynthesisConfig)
+    parser.add_argument("--output", required=True, help="Folder for parquet shards, report and settings.")
+    parser.add_argument("--log-level", default="INFO")
+    for f in dataclasses.fields(SynthesisConfig):
+        flag = "--" + f.name.replace("_", "-")
+        hint = str(hints[f.name])
+        kwargs: dict = {"dest": f.name, "default": None}
+        if f.name == "endpoint":
+            kwargs.update(nargs="+", help="TGI base URL(s); omit for the embedded transformers backend.")
+        elif f.name == "seed":
+            kwargs.update(required=True, help="Seed data: Hub id, file or folder.")
+        elif "dict" in hint:
+            kwargs.update(type=json.loads, help=f"{f.name} as JSON.")
+        elif "bool" in hint:
+            kwargs.update(type=_parse_bool, help=f"{f.name} (true/false).")
+        elif "int" in hint and "float" not in hint:
+            kwargs.update(type=int)
+        elif "float" in hint:
+            kwargs.update(type=float)
+        parser.add_argument(flag, **kwargs)
+
+
+def run_synthesize(args: argparse.Namespace) -> int:
+    from .config import SynthesisConfig
+    from .output import synthesize_to_directory
+
+    fields = {f.name for f in dataclasses.fields(SynthesisConfig)}
+    values = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    if isinstance(values.get("endpoint"), list) and len(values["endpoint"]) == 1:
+        values["endpoint"] = values["endpoint"][0]
+    config = SynthesisConfig(**values)
+    report = synthesize_to_directory(config, args.output)
+    print(report.summary())
+    return 0 if report.examples > 0 else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="context-synthesis", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    syn = sub.add_parser("synthesize", help="Synthesize contexts and write a dataset folder.")
+    add_synthesize_arguments(syn)
+    syn.set_defaults(_run=run_synthesize)
+    for name, (module, add_fn, run_fn, help_text) in SUBCOMMANDS.items():
+        try:
+            mod = importlib.import_module(f"hf_context_synthesis.{module}")
+            add, run = getattr(mod, add_fn), getattr(mod, run_fn)
+        except (ImportError, AttributeError) as err:  # pragma: no cover - optional part missing
+            logger.debug("subcommand %s unavailable: %s", name, err)
+            continue
+        p = sub.add_parser(name, help=help_text)
+        add(p)
+        p.set_defaults(_run=run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, str(getattr(args, "log_level", "INFO")).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args._run(args) or 0)
+    except (ValueError, TypeError) as err:
+        from .seeds import SeedError
+
+        if isinstance(err, SeedError) or isinstance(err, (ValueError, TypeError)):
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())
