@@ -82,17 +82,18 @@ class ContextSynthesis(datasets.GeneratorBasedBuilder):
         )
 
     def _split_generators(self, dl_manager: Any) -> list[datasets.SplitGenerator]:
-        return [datasets.SplitGenerator(name=datasets.Split.TRAIN, gen_kwargs={})]
-
-    def _generate_examples(self) -> Any:
+        # The generation phase runs here rather than in _generate_examples so that configuration and
+        # endpoint errors reach the user as they are, not wrapped in a DatasetGenerationError.
         from hf_context_synthesis.pipeline import synthesize_rows
 
         config = self.config.to_synthesis_config()
-        rows, report = synthesize_rows(config, datasets_cache_dir=self._cache_dir_root)
-        idx = 0
-        for row in rows:
+        self._synthesis = (config, *synthesize_rows(config, datasets_cache_dir=self._cache_dir_root))
+        return [datasets.SplitGenerator(name=datasets.Split.TRAIN, gen_kwargs={})]
+
+    def _generate_examples(self) -> Any:
+        config, rows, report = self._synthesis
+        for idx, row in enumerate(rows):
             yield idx, row
-            idx += 1
         report_json = report.to_json()
         self.info.description = (
             "Long-context instruction data synthesized by context synthesis (arXiv 2502.15592).\n\n"

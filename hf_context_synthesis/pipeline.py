@@ -16,6 +16,10 @@ from .synthesis import ContextSynthesizer, SynthesisResult, default_cache_path
 logger = logging.getLogger(__name__)
 
 
+class SynthesisError(RuntimeError):
+    """The run produced nothing usable (every seed failed)."""
+
+
 def load_tokenizer(config: SynthesisConfig, backend: GenerationBackend | None = None) -> Any:
     """The tokenizer for token counts: ``config.tokenizer``, else the embedded generator's, else None."""
     if backend is not None and getattr(backend, "tokenizer", None) is not None and config.tokenizer is None:
@@ -94,6 +98,11 @@ def synthesize_rows(
             from .backends.base import _run_coro
 
             _run_coro(backend.aclose())
+    if not result.context_keys:
+        raise SynthesisError(
+            f"No context could be synthesized: {result.report.failed} of {result.report.requested} seeds failed "
+            f"(reasons: {result.report.failure_reasons}). Finished generations stay cached; fix the cause and rerun."
+        )
     tokenizer = load_tokenizer(config, backend)
     return _rows(result, config, tokenizer), result.report
 

@@ -45,7 +45,7 @@ def make_backend(config: "SynthesisConfig") -> GenerationBackend:
                 timeout=config.timeout,
                 max_retries=config.max_retries,
                 token=config.token,
-                headers=config.headers,
+                headers=dict(config.headers or {}),
             )
         )
 
