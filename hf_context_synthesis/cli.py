@@ -60,18 +60,41 @@ def add_synthesize_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(flag, **kwargs)
 
 
-def run_synthesize(args: argparse.Namespace) -> int:
+def config_from_args(args: argparse.Namespace):
+    """A :class:`SynthesisConfig` from the parsed ``--flags`` (unset flags keep their defaults)."""
     from .config import SynthesisConfig
-    from .output import synthesize_to_directory
 
     fields = {f.name for f in dataclasses.fields(SynthesisConfig)}
     values = {k: v for k, v in vars(args).items() if k in fields and v is not None}
     if isinstance(values.get("endpoint"), list) and len(values["endpoint"]) == 1:
         values["endpoint"] = values["endpoint"][0]
-    config = SynthesisConfig(**values)
+    return SynthesisConfig(**values)
+
+
+def run_synthesize(args: argparse.Namespace) -> int:
+    from .output import synthesize_to_directory
+
+    config = config_from_args(args)
+    if config.num_shards > 1:
+        from .sharding import synthesize_shard
+
+        if not config.generation_cache_dir:
+            config.generation_cache_dir = args.output
+        report = synthesize_shard(config)
+        print(f"shard {config.shard_index}/{config.num_shards}: {report.summary()}")
+        return 0 if report.failed == 0 else 1
     report = synthesize_to_directory(config, args.output)
     print(report.summary())
     return 0 if report.examples > 0 else 1
+
+
+def run_merge(args: argparse.Namespace) -> int:
+    from .sharding import merge_shards
+
+    config = config_from_args(args)
+    report = merge_shards(config, args.shard_cache, args.output)
+    print(report.summary())
+    return 0 if report.failed == 0 else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,6 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
     syn = sub.add_parser("synthesize", help="Synthesize contexts and write a dataset folder.")
     add_synthesize_arguments(syn)
     syn.set_defaults(_run=run_synthesize)
+    merge = sub.add_parser("merge", help="Merge shard caches (synthesize --num-shards N) into one dataset.")
+    add_synthesize_arguments(merge)
+    merge.add_argument("--shard-cache", nargs="+", required=True, help="generations.sqlite of every shard.")
+    merge.set_defaults(_run=run_merge)
     for name, (module, add_fn, run_fn, help_text) in SUBCOMMANDS.items():
         try:
             mod = importlib.import_module(f"hf_context_synthesis.{module}")

@@ -25,6 +25,8 @@ RUNTIME_FIELDS = frozenset(
         "generation_cache_dir",
         "headers",
         "progress",
+        "shard_index",
+        "num_shards",
     }
 )
 
@@ -99,6 +101,9 @@ class SynthesisConfig:
             ``datasets`` cache dir).
         headers: Extra HTTP headers for the endpoint.
         progress: Show progress bars (also subject to ``datasets.disable_progress_bars()``).
+        shard_index / num_shards: Scale-out: generate only shard ``shard_index`` of ``num_shards``
+            contiguous blocks of the seeds (``datasets.distributed.split_dataset_by_node`` semantics);
+            compose once with :func:`~hf_context_synthesis.sharding.merge_shards`.
     """
 
     # seeds
@@ -143,6 +148,8 @@ class SynthesisConfig:
     generation_cache_dir: str | None = None
     headers: dict[str, str] | None = field(default=None, repr=False)
     progress: bool = True
+    shard_index: int = 0
+    num_shards: int = 1
 
     def __post_init__(self) -> None:
         self.validate()
@@ -168,6 +175,8 @@ class SynthesisConfig:
         for name in ("context_words", "max_new_tokens", "max_concurrency", "batch_size", "max_generation_attempts"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if self.num_shards < 1 or not 0 <= self.shard_index < self.num_shards:
+            raise ValueError(f"need 0 <= shard_index < num_shards, got {self.shard_index} / {self.num_shards}")
         if self.num_distractors < 0:
             raise ValueError(f"num_distractors must be >= 0, got {self.num_distractors}")
         if self.target_tokens is not None and self.target_tokens < 1:
