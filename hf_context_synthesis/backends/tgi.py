@@ -1,0 +1,498 @@
+"""Generation through a Text Generation Inference (TGI) server with ``huggingface_hub.AsyncInferenceClient``.
+
+:class:`TGIBackend` sends each :class:`~hf_context_synthesis.backends.base.GenerationRequest` to a TGI
+endpoint (or any server speaking TGI's / OpenAI's chat protocol, including Hugging Face Inference
+Endpoints), through one shared :class:`huggingface_hub.AsyncInferenceClient` whose connection pool is
+sized for ``max_concurrency``:
+
+* ``api="chat"`` (default) calls ``/v1/chat/completions`` (the server applies its chat template);
+* ``api="text"`` renders the messages with a local tokenizer's chat template and calls TGI's raw
+  ``/generate`` protocol (``POST`` on the endpoint URL) with ``details=True``.
+
+:meth:`TGIBackend.attempt` is exactly one HTTP attempt that classifies failures as
+:class:`~hf_context_synthesis.backends.retry.RetryableError` or
+:class:`~hf_context_synthesis.backends.retry.FatalRequestError`; :meth:`TGIBackend.generate` adds retries
+(exponential backoff with full jitter, honouring ``Retry-After``) and never raises for request errors.
+Credentials (``token``, passwords in the URL) never appear in logs, exception messages or reprs; use
+:func:`sanitize_url` whenever an endpoint is shown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+import httpx2
+from huggingface_hub import AsyncInferenceClient
+from huggingface_hub.errors import (
+    HfHubHTTPError,
+    InferenceTimeoutError,
+    OfflineModeIsEnabled,
+    TextGenerationError,
+    ValidationError,
+)
+from huggingface_hub.utils import build_hf_headers
+
+from ..urls import sanitize_url
+from .base import GenerationBackend, GenerationRequest, GenerationResult
+from .retry import FatalRequestError, RetryableError, RetryPolicy, is_retryable_status, parse_retry_after
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "FatalRequestError",
+    "RetryableError",
+    "TGIBackend",
+    "TGIBackendConfig",
+    "sanitize_url",
+]
+
+_MAX_SERVER_MESSAGE = 200
+
+
+@dataclass
+class TGIBackendConfig:
+    """Where and how :class:`TGIBackend` sends requests.
+
+    Args:
+        endpoint: Base URL of the server (``http://host:8080`` or an Inference Endpoint URL). For
+            ``api="chat"`` the client appends ``/v1/chat/completions``; for ``api="text"`` it posts to
+            the URL itself (TGI's ``POST /``).
+        model: Model name sent in chat requests and used as :meth:`TGIBackend.model_id`; ``None`` asks
+            the server's ``/info`` (TGI ignores the name, OpenAI-compatible servers may need it).
+        api: ``"chat"`` (server-side chat template) or ``"text"`` (raw generation of a prompt rendered
+            with ``tokenizer``'s chat template).
+        tokenizer: For ``api="text"``: a tokenizer object with ``apply_chat_template`` or a local
+            path / Hub id loaded with :class:`transformers.AutoTokenizer`.
+        max_concurrency: Requests in flight at most (a semaphore; the connection pool has as many
+            connections).
+        timeout: Seconds one HTTP attempt may take (``None``: wait forever).
+        max_retries: Retries after the first attempt.
+        backoff_base: First backoff ceiling (s), doubled on each retry.
+        backoff_max: Largest backoff wait (s).
+        jitter: Full jitter on backoff waits (strongly recommended with many clients).
+        retry_after_max: Largest server ``Retry-After`` honoured (s).
+        token: ``str``: bearer token to send; ``None``: ``huggingface_hub``'s default (the locally
+            saved Hugging Face token, as needed by protected Inference Endpoints); ``False``: send no
+            ``Authorization`` header. Never logged or shown in reprs.
+        headers: Extra HTTP headers (values are hidden in reprs).
+
+    Credentials in the URL (``https://user:password@host``) are sent as HTTP Basic auth (the URL
+    itself travels without them, so no library logs them); they cannot be combined with ``token``.
+    """
+
+    endpoint: str
+    model: str | None = None
+    api: Literal["chat", "text"] = "chat"
+    tokenizer: Any = None
+    max_concurrency: int = 64
+    timeout: float | None = 600.0
+    max_retries: int = 8
+    backoff_base: float = 1.0
+    backoff_max: float = 60.0
+    jitter: bool = True
+    retry_after_max: float = 600.0
+    token: str | bool | None = field(default=None, repr=False)
+    headers: Mapping[str, str] | None = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.headers is None:
+            self.headers = {}
+        if not isinstance(self.endpoint, str) or not self.endpoint.startswith(("http://", "https://")):
+            raise ValueError(f"endpoint must be an http(s) URL, got {sanitize_url(str(self.endpoint))!r}")
+        if self.api not in ("chat", "text"):
+            raise ValueError(f"api must be 'chat' or 'text', got {self.api!r}")
+        if self.api == "text" and self.tokenizer is None:
+            raise ValueError("api='text' needs `tokenizer` (a path, Hub id or tokenizer object) to render the chat template")
+        if self.max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be >= 1, got {self.max_concurrency}")
+        if self.timeout is not None and self.timeout <= 0:
+            raise ValueError(f"timeout must be > 0 or None, got {self.timeout}")
+        if self.token is True:
+            raise ValueError("token must be a string, None (huggingface_hub default) or False (no auth)")
+        if isinstance(self.token, str) and _url_credentials(self.endpoint) is not None:
+            raise ValueError("give credentials either in the endpoint URL (Basic auth) or as `token`, not both")
+        self.retry_policy  # validates the retry fields
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        """The :class:`RetryPolicy` described by the retry fields."""
+        return RetryPolicy(
+            max_retries=self.max_retries,
+            backoff_base=self.backoff_base,
+            backoff_max=self.backoff_max,
+            jitter=self.jitter,
+            retry_after_max=self.retry_after_max,
+        )
+
+    def __repr__(self) -> str:
+        token = "None" if self.token is None else ("False" if self.token is False else "'***'")
+        return (
+            f"TGIBackendConfig(endpoint={sanitize_url(self.endpoint)!r}, model={self.model!r}, api={self.api!r}, "
+            f"max_concurrency={self.max_concurrency}, timeout={self.timeout}, max_retries={self.max_retries}, "
+            f"backoff_base={self.backoff_base}, backoff_max={self.backoff_max}, jitter={self.jitter}, "
+            f"token={token}, headers={sorted(self.headers or {})})"
+        )
+
+
+def _url_credentials(url: str) -> tuple[str, str] | None:
+    """``(user, password)`` from ``url``'s userinfo, if it has any."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None
+    if parts.username is None and parts.password is None:
+        return None
+    return unquote(parts.username or ""), unquote(parts.password or "")
+
+
+def _strip_credentials(url: str) -> str:
+    parts = urlsplit(url)
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+@dataclass
+class _LoopState:
+    """Per-event-loop resources (httpx connections and asyncio primitives are bound to one loop)."""
+
+    loop: asyncio.AbstractEventLoop
+    client: AsyncInferenceClient
+    semaphore: asyncio.Semaphore
+
+
+class TGIBackend(GenerationBackend):
+    """:class:`GenerationBackend` backed by a TGI server (see the module docstring).
+
+    Args:
+        config: A :class:`TGIBackendConfig`, or an endpoint URL with keyword overrides.
+    """
+
+    kind = "tgi"
+
+    def __init__(self, config: TGIBackendConfig | str, **overrides: Any) -> None:
+        if isinstance(config, str):
+            config = TGIBackendConfig(endpoint=config, **overrides)
+        elif overrides:
+            raise TypeError("pass either a TGIBackendConfig or an endpoint with keyword arguments, not both")
+        self.config = config
+        credentials = _url_credentials(config.endpoint)
+        #: The URL requests go to (without credentials: those travel in a header).
+        self.endpoint = _strip_credentials(config.endpoint).rstrip("/")
+        #: The endpoint as shown in logs, reports and cards.
+        self.safe_endpoint = sanitize_url(self.endpoint)
+        self._policy = config.retry_policy
+        self._headers: dict[str, str | None] = {k.lower(): v for k, v in (config.headers or {}).items()}
+        if credentials is not None and "authorization" not in self._headers:
+            basic = base64.b64encode(":".join(credentials).encode()).decode()
+            self._headers["authorization"] = f"Basic {basic}"
+        self._secrets = self._collect_secrets(credentials)
+        if config.token is False and "authorization" not in self._headers:
+            # huggingface_hub drops None-valued headers after merging, so this removes the default auth.
+            self._headers["authorization"] = None  # type: ignore[assignment]
+        self._client_token = config.token if isinstance(config.token, str) else None
+        self._tokenizer = self._load_tokenizer(config.tokenizer) if config.api == "text" else None
+        self._state: _LoopState | None = None
+        self._model_id: str | None = config.model
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(endpoint={self.safe_endpoint!r}, api={self.config.api!r}, "
+            f"max_concurrency={self.config.max_concurrency})"
+        )
+
+    @property
+    def max_concurrency(self) -> int:
+        return self.config.max_concurrency
+
+    # ------------------------------------------------------------------ setup
+
+    def _collect_secrets(self, credentials: tuple[str, str] | None) -> list[str]:
+        secrets = []
+        if isinstance(self.config.token, str) and self.config.token:
+            secrets.append(self.config.token)
+        if credentials is not None and credentials[1]:
+            secrets.append(credentials[1])
+        for name, value in self._headers.items():
+            if name in ("authorization", "proxy-authorization", "x-api-key", "api-key") and value:
+                secrets.append(str(value))
+                secrets.append(str(value).split(" ", 1)[-1])
+        # Longest first, so that a secret containing another is replaced whole.
+        return sorted(set(secrets), key=len, reverse=True)
+
+    def _redact(self, text: str) -> str:
+        """Remove credentials from a server-provided or library-provided string."""
+        text = text.replace(self.config.endpoint, self.safe_endpoint).replace(self.endpoint, self.safe_endpoint)
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    @staticmethod
+    def _load_tokenizer(tokenizer: Any) -> Any:
+        if hasattr(tokenizer, "apply_chat_template"):
+            return tokenizer
+        if isinstance(tokenizer, str):
+            from transformers import AutoTokenizer
+
+            return AutoTokenizer.from_pretrained(tokenizer)
+        raise TypeError("tokenizer must be a path / Hub id or an object with apply_chat_template")
+
+    def _loop_state(self) -> _LoopState:
+        loop = asyncio.get_running_loop()
+        state = self._state
+        if state is not None and state.loop is loop:
+            return state
+        if state is not None:
+            # The previous loop (e.g. an earlier asyncio.run) is gone with its connections; start afresh.
+            logger.debug("TGIBackend %s: new event loop, creating a new HTTP client", self.safe_endpoint)
+        self._state = state = _LoopState(loop=loop, client=self._make_client(), semaphore=asyncio.Semaphore(self.max_concurrency))
+        return state
+
+    def _make_client(self) -> AsyncInferenceClient:
+        client = AsyncInferenceClient(
+            model=self.endpoint,
+            provider="hf-inference",
+            token=self._client_token,
+            timeout=self.config.timeout,
+            headers=self._headers,
+        )
+        # One pool for all requests, as large as the concurrency (httpx keeps only 20 idle connections
+        # by default, which would reconnect constantly at higher concurrency). `_async_client` is how
+        # AsyncInferenceClient caches its httpx client; if that ever changes, we fall back to its default.
+        n = self.max_concurrency
+        http = httpx2.AsyncClient(
+            limits=httpx2.Limits(max_connections=n, max_keepalive_connections=n, keepalive_expiry=30.0),
+            follow_redirects=True,
+            timeout=None,
+        )
+        if hasattr(client, "_async_client") and hasattr(client, "exit_stack"):
+            client._async_client = http
+            client.exit_stack.push_async_callback(http.aclose)
+        else:  # pragma: no cover - depends on huggingface_hub internals
+            logger.debug("AsyncInferenceClient has no _async_client; using its default connection pool")
+        return client
+
+    # ------------------------------------------------------------------ public API
+
+    async def model_id(self) -> str:
+        """``config.model``, else ``/info``'s ``model_id``, else the sanitized endpoint URL."""
+        if self._model_id is None:
+            info = await self.info()
+            model = info.get("model_id") if info else None
+            self._model_id = model if isinstance(model, str) and model else self.safe_endpoint
+        return self._model_id
+
+    async def info(self) -> dict[str, Any] | None:
+        """The server's ``/info`` payload, or ``None`` if it cannot be had (one attempt, no retry)."""
+        try:
+            response = await self._get("/info")
+            if response.status_code != 200:
+                return None
+            data = response.json()
+        except (httpx2.HTTPError, ValueError, asyncio.TimeoutError) as exc:
+            logger.debug("TGI /info failed on %s: %s", self.safe_endpoint, type(exc).__name__)
+            return None
+        return data if isinstance(data, dict) else None
+
+    async def health(self) -> bool:
+        """Whether ``GET /health`` answers 200 (one attempt, bounded by ``timeout``)."""
+        try:
+            response = await self._get("/health")
+        except (httpx2.HTTPError, asyncio.TimeoutError) as exc:
+            logger.debug("TGI /health failed on %s: %s", self.safe_endpoint, type(exc).__name__)
+            return False
+        return response.status_code == 200
+
+    async def _get(self, route: str) -> httpx2.Response:
+        state = self._loop_state()
+        http = await state.client._get_async_client()
+        token: str | bool | None = self.config.token
+        headers = {**build_hf_headers(token=token), **self._headers}
+        headers = {k: v for k, v in headers.items() if v is not None}
+        return await asyncio.wait_for(http.get(self.endpoint + route, headers=headers), timeout=self.config.timeout)
+
+    async def generate(self, request: GenerationRequest) -> GenerationResult:
+        """Run ``request`` with retries; failures come back as ``GenerationResult(error=...)``, never raised."""
+        attempts = 0
+
+        async def one_attempt() -> GenerationResult:
+            nonlocal attempts
+            attempts += 1
+            return await self.attempt(request)
+
+        try:
+            async for attempt in self._policy.retrying(before_sleep=self._log_retry(request)):
+                with attempt:
+                    result = await one_attempt()
+        except RetryableError as exc:
+            logger.warning(
+                "TGI request %s failed on %s after %d attempts: %s", request.key, self.safe_endpoint, attempts, exc.reason
+            )
+            return GenerationResult(key=request.key, error=f"{exc.reason} (after {attempts} attempts)", attempts=attempts)
+        except FatalRequestError as exc:
+            logger.warning("TGI request %s rejected by %s: %s", request.key, self.safe_endpoint, exc.reason)
+            return GenerationResult(key=request.key, error=exc.reason, attempts=attempts)
+        except Exception as exc:  # noqa: BLE001 - generate() must not raise for a request
+            reason = f"unexpected {type(exc).__name__}: {self._redact(str(exc))[:_MAX_SERVER_MESSAGE]}"
+            logger.warning("TGI request %s failed on %s: %s", request.key, self.safe_endpoint, reason)
+            return GenerationResult(key=request.key, error=reason, attempts=attempts)
+        result.attempts = attempts
+        return result
+
+    def _log_retry(self, request: GenerationRequest) -> Any:
+        def before_sleep(retry_state: Any) -> None:
+            outcome = retry_state.outcome
+            exc = outcome.exception() if outcome is not None else None
+            reason = exc.reason if isinstance(exc, RetryableError) else type(exc).__name__
+            sleep = retry_state.next_action.sleep if retry_state.next_action is not None else 0.0
+            logger.info(
+                "TGI request %s attempt %d on %s failed (%s); retrying in %.2fs",
+                request.key,
+                retry_state.attempt_number,
+                self.safe_endpoint,
+                reason,
+                sleep,
+            )
+
+        return before_sleep
+
+    async def attempt(self, request: GenerationRequest) -> GenerationResult:
+        """Exactly one HTTP attempt (waiting for a concurrency slot first).
+
+        Returns a successful :class:`GenerationResult` (``attempts=1``), or raises
+        :class:`RetryableError` (429, 408/424/425, 5xx, timeout, connection error, malformed body) or
+        :class:`FatalRequestError` (other 4xx, invalid request). Messages never contain credentials.
+        """
+        state = self._loop_state()
+        async with state.semaphore:
+            try:
+                if self.config.api == "chat":
+                    return await self._chat(state.client, request)
+                return await self._text(state.client, request)
+            except (RetryableError, FatalRequestError):
+                raise
+            except InferenceTimeoutError:
+                raise RetryableError(f"timeout after {self.config.timeout}s") from None
+            except (TextGenerationError, HfHubHTTPError) as exc:
+                raise self._classify_http_error(exc) from None
+            except OfflineModeIsEnabled:
+                raise FatalRequestError("huggingface_hub offline mode is enabled (HF_HUB_OFFLINE)") from None
+            except httpx2.TimeoutException:
+                raise RetryableError(f"timeout after {self.config.timeout}s") from None
+            except httpx2.TransportError as exc:
+                raise RetryableError(f"connection error ({type(exc).__name__})") from None
+            except httpx2.HTTPError as exc:
+                raise RetryableError(f"HTTP error ({type(exc).__name__})") from None
+            except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
+                # json.JSONDecodeError / UnicodeDecodeError are ValueErrors: the body was not what TGI sends.
+                raise RetryableError(f"malformed response ({type(exc).__name__})") from None
+
+    # ------------------------------------------------------------------ protocol details
+
+    async def _chat(self, client: AsyncInferenceClient, request: GenerationRequest) -> GenerationResult:
+        output = await client.chat_completion(
+            messages=[dict(m) for m in request.messages],
+            model=self._payload_model(),
+            max_tokens=request.max_new_tokens,
+            temperature=request.temperature,
+            top_p=request.top_p,
+            seed=request.seed,
+            stop=list(request.stop) or None,
+        )
+        choices = output.choices
+        if not choices:
+            raise RetryableError("malformed response (no choices)")
+        choice = choices[0]
+        text = choice.message.content if choice.message is not None else None
+        if not isinstance(text, str):
+            raise RetryableError("malformed response (no message content)")
+        usage = output.usage
+        return GenerationResult(
+            key=request.key,
+            text=text,
+            tokens_in=int(usage.prompt_tokens or 0) if usage is not None else 0,
+            tokens_out=int(usage.completion_tokens or 0) if usage is not None else 0,
+            attempts=1,
+            extra={"finish_reason": choice.finish_reason},
+        )
+
+    def _payload_model(self) -> str:
+        # TGI ignores the name; OpenAI-compatible servers need the real one ("tgi" is TGI's documented default).
+        model = self._model_id
+        return model if model and not model.startswith(("http://", "https://")) else "tgi"
+
+    def render_prompt(self, request: GenerationRequest) -> str:
+        """The raw prompt ``api="text"`` sends: the messages through the tokenizer's chat template."""
+        if self._tokenizer is None:
+            raise RuntimeError("render_prompt needs api='text' and a tokenizer")
+        return self._tokenizer.apply_chat_template(
+            [dict(m) for m in request.messages], tokenize=False, add_generation_prompt=True
+        )
+
+    async def _text(self, client: AsyncInferenceClient, request: GenerationRequest) -> GenerationResult:
+        try:
+            prompt = self.render_prompt(request)
+            tokens_in = len(self._tokenizer(prompt, add_special_tokens=False)["input_ids"])  # type: ignore[misc]
+        except Exception as exc:  # noqa: BLE001 - a template error is the request's fault
+            raise FatalRequestError(f"cannot render chat template ({type(exc).__name__}: {exc})") from None
+        sample = request.temperature > 0
+        output = await client.text_generation(
+            prompt,
+            details=True,
+            max_new_tokens=request.max_new_tokens,
+            do_sample=sample,
+            temperature=request.temperature if sample else None,
+            top_p=request.top_p if sample else None,
+            seed=request.seed,
+            stop=list(request.stop) or None,
+            return_full_text=False,
+        )
+        text = getattr(output, "generated_text", None)
+        if not isinstance(text, str):
+            raise RetryableError("malformed response (no generated_text)")
+        details = output.details
+        return GenerationResult(
+            key=request.key,
+            text=text,
+            tokens_in=tokens_in,
+            tokens_out=int(details.generated_tokens or 0) if details is not None else 0,
+            attempts=1,
+            extra={"finish_reason": details.finish_reason if details is not None else None},
+        )
+
+    def _classify_http_error(self, exc: Exception) -> RetryableError | FatalRequestError:
+        http_error = exc if isinstance(exc, HfHubHTTPError) else exc.__cause__
+        if isinstance(http_error, HfHubHTTPError) and http_error.response is not None:
+            response = http_error.response
+            status = response.status_code
+            if isinstance(exc, TextGenerationError):
+                message = str(exc)
+            else:
+                message = http_error.server_message or ""
+            message = self._redact(" ".join(message.split()))[:_MAX_SERVER_MESSAGE]
+            reason = f"HTTP {status}" + (f": {message}" if message else "")
+            if is_retryable_status(status):
+                return RetryableError(reason, parse_retry_after(response.headers.get("retry-after")), status)
+            return FatalRequestError(reason, status)
+        # A TGI error without an HTTP response attached: validation errors are final.
+        message = self._redact(str(exc))[:_MAX_SERVER_MESSAGE]
+        reason = f"{type(exc).__name__}: {message}"
+        if isinstance(exc, ValidationError):
+            return FatalRequestError(reason)
+        return RetryableError(reason)
+
+    async def aclose(self) -> None:
+        """Close the HTTP client of the current event loop."""
+        state, self._state = self._state, None
+        if state is None:
+            return
+        try:
+            if state.loop is asyncio.get_running_loop():
+                await state.client.close()
+        except RuntimeError:  # no running loop / closed loop
+            pass
