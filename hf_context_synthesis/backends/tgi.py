@@ -163,6 +163,7 @@ class _LoopState:
 
     loop: asyncio.AbstractEventLoop
     client: AsyncInferenceClient
+    http: httpx2.AsyncClient
     semaphore: asyncio.Semaphore
 
 
@@ -250,10 +251,13 @@ class TGIBackend(GenerationBackend):
         if state is not None:
             # The previous loop (e.g. an earlier asyncio.run) is gone with its connections; start afresh.
             logger.debug("TGIBackend %s: new event loop, creating a new HTTP client", self.safe_endpoint)
-        self._state = state = _LoopState(loop=loop, client=self._make_client(), semaphore=asyncio.Semaphore(self.max_concurrency))
+        client, http = self._make_client()
+        self._state = state = _LoopState(
+            loop=loop, client=client, http=http, semaphore=asyncio.Semaphore(self.max_concurrency)
+        )
         return state
 
-    def _make_client(self) -> AsyncInferenceClient:
+    def _make_client(self) -> tuple[AsyncInferenceClient, httpx2.AsyncClient]:
         client = AsyncInferenceClient(
             model=self.endpoint,
             provider="hf-inference",
@@ -272,10 +276,10 @@ class TGIBackend(GenerationBackend):
         )
         if hasattr(client, "_async_client") and hasattr(client, "exit_stack"):
             client._async_client = http
-            client.exit_stack.push_async_callback(http.aclose)
         else:  # pragma: no cover - depends on huggingface_hub internals
             logger.debug("AsyncInferenceClient has no _async_client; using its default connection pool")
-        return client
+        client.exit_stack.push_async_callback(http.aclose)
+        return client, http
 
     # ------------------------------------------------------------------ public API
 
@@ -310,14 +314,18 @@ class TGIBackend(GenerationBackend):
 
     async def _get(self, route: str) -> httpx2.Response:
         state = self._loop_state()
-        http = await state.client._get_async_client()
+        http = state.http
         token: str | bool | None = self.config.token
         headers = {**build_hf_headers(token=token), **self._headers}
         headers = {k: v for k, v in headers.items() if v is not None}
         return await asyncio.wait_for(http.get(self.endpoint + route, headers=headers), timeout=self.config.timeout)
 
     async def generate(self, request: GenerationRequest) -> GenerationResult:
-        """Run ``request`` with retries; failures come back as ``GenerationResult(error=...)``, never raised."""
+        """Run ``request`` with retries; failures come back as ``GenerationResult(error=...)``, never raised.
+
+        Each attempt holds one of the ``max_concurrency`` slots; backoff waits do not. ``attempts`` on
+        the result counts the HTTP attempts made. Cancellation propagates.
+        """
         attempts = 0
 
         async def one_attempt() -> GenerationResult:
