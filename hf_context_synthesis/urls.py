@@ -10,12 +10,17 @@ def sanitize_url(url: str) -> str:
 
     >>> sanitize_url("https://user:pw@tgi.example:8080/v1?key=abc")
     'https://tgi.example:8080/v1'
+    >>> sanitize_url("http://[::1]:8080/")
+    'http://[::1]:8080/'
     """
     try:
         parts = urlsplit(url)
+        port = parts.port
     except ValueError:
         return "<invalid url>"
     host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    if port:
+        host = f"{host}:{port}"
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
