@@ -137,7 +137,7 @@ class SynthesisConfig:
     expose_instruction: bool = True
     tokenizer: str | None = None
     # runtime
-    endpoint: str | list[str] | None = None
+    endpoint: str | list[str] | None = field(default=None, repr=False)
     token: str | None = field(default=None, repr=False)
     timeout: float = 600.0
     max_concurrency: int = 64
