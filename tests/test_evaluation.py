@@ -1,0 +1,286 @@
+"""LongBench prompts/data/truncation, the scoring pipeline with a scripted backend, and the
+``evaluate`` command end to end on a tiny random-weight local model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from hf_context_synthesis.backends.base import GenerationBackend, GenerationRequest, GenerationResult
+from hf_context_synthesis.evaluation import evaluate_longbench
+from hf_context_synthesis.longbench import (
+    LONGBENCH_TASKS,
+    available_tasks,
+    build_prompt,
+    canonical_task,
+    dataset2maxlen,
+    dataset2prompt,
+    find_task_file,
+    load_task,
+    middle_truncate,
+    middle_truncate_ids,
+)
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+
+def lb_row(context: str, answers: list[str], question: str = "Who built the mill?") -> dict:
+    return {"input": question, "context": context, "answers": answers, "length": len(context.split()), "all_classes": None}
+
+
+# ----------------------------------------------------------------------------- prompts and lengths
+
+
+def test_prompts_and_lengths_are_longbench_ones() -> None:
+    for task in LONGBENCH_TASKS:
+        assert "{context}" in dataset2prompt[task]
+    # summarization prompts have no question; QA prompts end with the question and "Answer:"
+    assert "{input}" not in dataset2prompt["govreport"] and "{input}" not in dataset2prompt["multinews"]
+    assert dataset2prompt["hotpotqa"].endswith("Question: {input}\nAnswer:")
+    assert dataset2prompt["narrativeqa"].endswith("Question: {input}\n\nAnswer:")
+    assert "asconcisely" in dataset2prompt["narrativeqa"]  # LongBench's typo, kept on purpose
+    assert dataset2prompt["2wikimqa"] == dataset2prompt["2wikiqa"] == dataset2prompt["musique"]
+    assert dataset2prompt["gov_report"] == dataset2prompt["govreport"]
+    assert {t: dataset2maxlen[t] for t in LONGBENCH_TASKS} == {
+        "narrativeqa": 128, "qasper": 128, "hotpotqa": 32, "2wikiqa": 32, "musique": 32,
+        "govreport": 512, "qmsum": 512, "multinews": 512,
+    }  # fmt: skip
+    assert dataset2maxlen["multi_news"] == dataset2maxlen["2wikimqa"] * 16
+
+
+def test_eval_prompts_match_training_templates() -> None:
+    """The paper trains with LongBench's prompts: training and evaluation prompts must not drift apart."""
+    from hf_context_synthesis.task_templates import LONGBENCH_TEMPLATES
+
+    for task in LONGBENCH_TASKS:
+        assert dataset2prompt[task] == LONGBENCH_TEMPLATES[task], task
+
+
+def test_build_prompt_keeps_braces_in_context() -> None:
+    prompt = build_prompt("2wikimqa", {"context": "set {x} = {y}", "input": "What is {x}?"})
+    assert "set {x} = {y}" in prompt and prompt.endswith("Question: What is {x}?\nAnswer:")
+
+
+def test_canonical_task_names() -> None:
+    assert canonical_task("2wikimqa") == "2wikiqa"
+    assert canonical_task("gov_report") == "govreport"
+    assert canonical_task("multinews") == "multinews"
+    with pytest.raises(ValueError, match="unknown LongBench task 'trec'"):
+        canonical_task("trec")
+
+
+# ----------------------------------------------------------------------------- data files
+
+
+def test_find_task_file_both_names_and_data_subfolder(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "2wikimqa.jsonl", [lb_row("c", ["a"])])
+    (tmp_path / "data").mkdir()
+    write_jsonl(tmp_path / "data" / "govreport.jsonl", [lb_row("c", ["a"])])
+    assert find_task_file(tmp_path, "2wikiqa").name == "2wikimqa.jsonl"
+    assert find_task_file(tmp_path, "gov_report") == tmp_path / "data" / "govreport.jsonl"
+    assert available_tasks(tmp_path) == ["2wikiqa", "govreport"]
+    with pytest.raises(FileNotFoundError, match="qmsum"):
+        find_task_file(tmp_path, "qmsum")
+
+
+def test_load_task_fields_limit_and_errors(tmp_path: Path) -> None:
+    rows = [lb_row(f"context {i}", [f"answer {i}"]) for i in range(3)]
+    rows[1]["answers"] = "single string answer"
+    rows[2]["_id"] = "abc"
+    write_jsonl(tmp_path / "qasper.jsonl", rows)
+    examples = load_task(tmp_path, "qasper")
+    assert [e.answers for e in examples] == [["answer 0"], ["single string answer"], ["answer 2"]]
+    assert [e.id for e in examples] == ["qasper/1", "qasper/2", "abc"]
+    assert examples[0].input == "Who built the mill?" and examples[0].length == 2
+    assert len(load_task(tmp_path, "qasper", limit=2)) == 2
+
+    (tmp_path / "qmsum.jsonl").write_text(json.dumps(lb_row("c", ["a"])) + "\n{not json\n", "utf-8")
+    with pytest.raises(ValueError, match=r"qmsum.jsonl:2: not valid JSON"):
+        load_task(tmp_path, "qmsum")
+    write_jsonl(tmp_path / "musique.jsonl", [{"input": "q", "answers": ["a"]}])
+    with pytest.raises(ValueError, match=r"musique.jsonl:1: missing field 'context'"):
+        load_task(tmp_path, "musique")
+    write_jsonl(tmp_path / "hotpotqa.jsonl", [{"input": "q", "context": "c", "answers": [1, 2]}])
+    with pytest.raises(ValueError, match="list of strings"):
+        load_task(tmp_path, "hotpotqa")
+
+
+# ----------------------------------------------------------------------------- truncation
+
+
+def test_middle_truncate_ids() -> None:
+    ids = list(range(10))
+    assert middle_truncate_ids(ids, 4) == [0, 1, 8, 9]
+    assert middle_truncate_ids(ids, 5) == [0, 1, 7, 8, 9]
+    assert middle_truncate_ids(ids, 10) == ids
+    with pytest.raises(ValueError):
+        middle_truncate_ids(ids, 0)
+
+
+@pytest.fixture(scope="module")
+def tiny_tokenizer():
+    from hf_context_synthesis.testing.tiny_model import make_tiny_tokenizer
+
+    return make_tiny_tokenizer()
+
+
+def test_middle_truncate_keeps_both_ends(tiny_tokenizer) -> None:
+    prompt = "BEGINNING instructions. " + "filler words in the middle. " * 200 + "Question: who? Answer:"
+    out = middle_truncate(prompt, tiny_tokenizer, 60)
+    assert out.startswith("BEGINNING instructions.") and out.endswith("Question: who? Answer:")
+    assert len(out) < len(prompt) / 5
+    assert len(tiny_tokenizer(out, add_special_tokens=False)["input_ids"]) <= 61
+    short = "short prompt"
+    assert middle_truncate(short, tiny_tokenizer, 60) is short
+
+
+# ----------------------------------------------------------------------------- scoring pipeline
+
+
+class ScriptedBackend(GenerationBackend):
+    """Answers from a key -> text table (``None`` = failed request); records every request."""
+
+    kind = "scripted"
+
+    def __init__(self, answers: dict[str, str | None]) -> None:
+        self.answers = answers
+        self.requests: list[GenerationRequest] = []
+
+    async def model_id(self) -> str:
+        return "org/scripted-model"
+
+    async def generate(self, request: GenerationRequest) -> GenerationResult:
+        self.requests.append(request)
+        text = self.answers.get(request.key, "")
+        if text is None:
+            return GenerationResult(key=request.key, error="http_503")
+        return GenerationResult(key=request.key, text=text)
+
+
+@pytest.fixture
+def small_data(tmp_path: Path) -> Path:
+    data = tmp_path / "longbench"
+    data.mkdir()
+    write_jsonl(data / "hotpotqa.jsonl", [lb_row("Paris is big.", ["Paris", "Lyon"]), lb_row("c", ["Big Ben", "London"])])
+    write_jsonl(data / "gov_report.jsonl", [lb_row("report text", ["the cat lay on the mat"], question="")])
+    write_jsonl(data / "qasper.jsonl", [lb_row("article", ["yes"])])
+    return data
+
+
+def test_scores_requests_and_report_with_scripted_backend(small_data: Path, tmp_path: Path) -> None:
+    backend = ScriptedBackend(
+        {"hotpotqa/0": "Paris", "hotpotqa/1": "London bridge", "govreport/0": "The cat sat on the mat", "qasper/0": None}
+    )
+    report = evaluate_longbench(backend, small_data, tasks=["hotpotqa", "gov_report", "qasper"], output_dir=tmp_path / "out")
+    # hotpotqa: (1 + 2/3)/2 -> 83.33 ; govreport ROUGE-L 5/6 -> 83.33 (tests/test_metrics.py) ; qasper failed -> 0
+    assert report.scores == {"hotpotqa": 83.33, "govreport": 83.33, "qasper": 0.0}
+    assert report.average == round((83.33 + 83.33 + 0.0) / 3, 2)
+    assert report.tasks["qasper"].num_failed == 1 and report.tasks["hotpotqa"].num_failed == 0
+    assert report.tasks["govreport"].metric == "ROUGE-L" and report.tasks["hotpotqa"].metric == "F1"
+
+    # greedy, LongBench's per-task generation lengths, LongBench prompts as one user turn
+    by_key = {r.key: r for r in backend.requests}
+    assert all(r.temperature == 0 for r in backend.requests)
+    assert by_key["hotpotqa/0"].max_new_tokens == 32 and by_key["govreport/0"].max_new_tokens == 512
+    assert by_key["qasper/0"].max_new_tokens == 128
+    assert by_key["hotpotqa/0"].messages == (
+        {"role": "user", "content": dataset2prompt["hotpotqa"].format(context="Paris is big.", input="Who built the mill?")},
+    )
+
+    # files: results.json / results.md / predictions
+    out = tmp_path / "out"
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["scores"] == report.scores and saved["model"] == "org/scripted-model"
+    table = (out / "results.md").read_text()
+    assert "| hotpotqa | F1 | 83.33 | 2 | 0 | 0 |" in table and "| qasper | F1 | 0.00 | 1 | 1 | 0 |" in table
+    preds = [json.loads(line) for line in (out / "predictions" / "hotpotqa.jsonl").read_text().splitlines()]
+    assert [p["pred"] for p in preds] == ["Paris", "London bridge"]
+    assert preds[1]["score"] == pytest.approx(2 / 3)
+
+
+def test_eval_results_render_a_model_index(small_data: Path) -> None:
+    from huggingface_hub import ModelCardData
+
+    backend = ScriptedBackend({"hotpotqa/0": "Paris", "hotpotqa/1": "London", "govreport/0": "cat"})
+    report = evaluate_longbench(backend, small_data, tasks=["hotpotqa", "govreport"])
+    results = report.eval_results()
+    assert [(r.dataset_config, r.metric_type, r.metric_value) for r in results] == [
+        ("hotpotqa", "f1", 100.0),
+        ("gov_report", "rougeL", report.scores["govreport"]),
+    ]
+    card = ModelCardData(model_name="tuned", eval_results=results).to_dict()
+    entries = card["model-index"][0]["results"]
+    assert {e["dataset"]["config"] for e in entries} == {"hotpotqa", "gov_report"}
+    assert all(e["dataset"]["type"] == "THUDM/LongBench" for e in entries)
+
+
+def test_prompts_are_middle_truncated_to_the_budget(tmp_path: Path, tiny_tokenizer) -> None:
+    data = tmp_path / "d"
+    data.mkdir()
+    long_context = "START of the story. " + "The miller walked to the river again. " * 300 + "END of the story."
+    write_jsonl(data / "narrativeqa.jsonl", [lb_row(long_context, ["the miller"]), lb_row("short story", ["x"])])
+    backend = ScriptedBackend({})
+    report = evaluate_longbench(backend, data, tokenizer=tiny_tokenizer, max_length=400)
+    overhead = report.settings["chat_template_tokens"]
+    assert overhead > 0  # the tiny tokenizer has a chat template
+    budget = 400 - 128 - overhead
+    long_req, short_req = sorted(backend.requests, key=lambda r: r.key)
+    text = long_req.messages[0]["content"]
+    assert text.startswith("You are given a story") and text.endswith("Question: Who built the mill?\n\nAnswer:")
+    # a head of the full prompt followed by a tail of it, the middle of the story dropped
+    full = build_prompt("narrativeqa", {"context": long_context, "input": "Who built the mill?"})
+    assert len(text) < len(full) / 4
+    assert any(full.startswith(text[:i]) and full.endswith(text[i:]) for i in range(len(text)))
+    assert len(tiny_tokenizer(text, add_special_tokens=False)["input_ids"]) <= budget + 1
+    assert short_req.messages[0]["content"] == build_prompt("narrativeqa", {"context": "short story", "input": "Who built the mill?"})
+    assert [p["truncated"] for p in report.predictions["narrativeqa"]] == [True, False]
+    assert report.tasks["narrativeqa"].num_truncated == 1
+
+    with pytest.raises(ValueError, match="needs a tokenizer"):
+        evaluate_longbench(ScriptedBackend({}), data, max_length=400)
+    with pytest.raises(ValueError, match="leaves no room"):
+        evaluate_longbench(ScriptedBackend({}), data, tokenizer=tiny_tokenizer, max_length=100)
+
+
+def test_unknown_task_and_missing_data(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="no LongBench task files"):
+        evaluate_longbench(ScriptedBackend({}), tmp_path)
+    with pytest.raises(ValueError, match="unknown LongBench task"):
+        evaluate_longbench(ScriptedBackend({}), tmp_path, tasks=["passage_count"])
+
+
+# ----------------------------------------------------------------------------- end to end, tiny model
+
+
+def test_evaluate_command_end_to_end_on_tiny_model(tmp_path: Path, tiny_model_dir: str) -> None:
+    """Random weights produce garbage: this checks the plumbing (every task scored, files written)."""
+    from hf_context_synthesis.cli import main
+
+    data = tmp_path / "longbench"
+    data.mkdir()
+    file_names = ["narrativeqa", "qasper", "hotpotqa", "2wikimqa", "musique", "gov_report", "qmsum", "multinews"]
+    for name in file_names:
+        write_jsonl(data / f"{name}.jsonl", [lb_row("The miller built the mill in 1820. " * 150, ["the miller"])] * 2)
+    out = tmp_path / "results"
+    code = main(
+        ["evaluate", "--model", tiny_model_dir, "--data-dir", str(data), "--output-dir", str(out),
+         "--limit", "1", "--max-length", "1024", "--batch-size", "2", "--device", "cpu"]
+    )  # fmt: skip
+    assert code == 0
+    saved = json.loads((out / "results.json").read_text())
+    assert list(saved["scores"]) == list(LONGBENCH_TASKS)
+    assert all(0.0 <= s <= 100.0 for s in saved["scores"].values())
+    assert all(t["num_examples"] == 1 and t["num_failed"] == 0 for t in saved["tasks"].values())
+    assert saved["settings"]["backend"] == "transformers" and saved["settings"]["max_length"] == 1024
+    table = (out / "results.md").read_text()
+    for task in LONGBENCH_TASKS:
+        assert f"| {task} |" in table
+    # every prompt was cut to fit 1024 tokens with the answer
+    for task in LONGBENCH_TASKS:
+        (pred,) = [json.loads(x) for x in (out / "predictions" / f"{task}.jsonl").read_text().splitlines()]
+        assert pred["truncated"] and pred["prompt_tokens"] <= 1024 - dataset2maxlen[task]
+        assert isinstance(pred["pred"], str)
