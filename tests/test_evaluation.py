@@ -284,3 +284,21 @@ def test_evaluate_command_end_to_end_on_tiny_model(tmp_path: Path, tiny_model_di
         (pred,) = [json.loads(x) for x in (out / "predictions" / f"{task}.jsonl").read_text().splitlines()]
         assert pred["truncated"] and pred["prompt_tokens"] <= 1024 - dataset2maxlen[task]
         assert isinstance(pred["pred"], str)
+
+
+def test_evaluate_through_a_tgi_endpoint(small_data: Path, tiny_tokenizer) -> None:
+    """A URL becomes a TGIBackend; requests reach the server greedy, with LongBench's lengths."""
+    from hf_context_synthesis.testing.fake_tgi import FakeTGIServer
+
+    seen = []
+
+    def responder(p) -> str:
+        seen.append(p)
+        return "Paris" if "Paris is big." in p.prompt else "London"
+
+    with FakeTGIServer(responder=responder, model_id="org/served-model") as srv:
+        report = evaluate_longbench(srv.url, small_data, tasks=["hotpotqa"], tokenizer=tiny_tokenizer, max_length=4096)
+    # "Paris" vs ["Paris", "Lyon"] -> 1 ; "London" vs ["Big Ben", "London"] -> 1
+    assert report.scores == {"hotpotqa": 100.0} and report.settings["backend"] == "tgi"
+    assert report.model_id == "org/served-model"
+    assert sorted((p.route, p.max_new_tokens, p.temperature) for p in seen) == [("chat", 32, 0.0)] * 2
