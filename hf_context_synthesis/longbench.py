@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .task_templates import LONGBENCH_TEMPLATES
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -65,46 +67,8 @@ LONGBENCH_NAMES: dict[str, str] = {
 
 _ALIASES: dict[str, str] = {**{v: k for k, v in LONGBENCH_NAMES.items()}, **{k: k for k in LONGBENCH_NAMES}}
 
-_MULTI_DOC_QA = (
-    "Answer the question based on the given passages. Only give me the answer and do not output any other words."
-    "\n\nThe following are given passages.\n{context}\n\nAnswer the question based on the given passages. Only give "
-    "me the answer and do not output any other words.\n\nQuestion: {input}\nAnswer:"
-)
-
-_PROMPTS: dict[str, str] = {
-    "narrativeqa": (
-        "You are given a story, which can be either a novel or a movie script, and a question. Answer the question "
-        "asconcisely as you can, using a single phrase if possible. Do not provide any explanation.\n\nStory: "
-        "{context}\n\nNow, answer the question based on the story asconcisely as you can, using a single phrase if "
-        "possible. Do not provide any explanation.\n\nQuestion: {input}\n\nAnswer:"
-    ),
-    "qasper": (
-        "You are given a scientific article and a question. Answer the question as concisely as you can, using a "
-        "single phrase or sentence if possible. If the question cannot be answered based on the information in the "
-        'article, write "unanswerable". If the question is a yes/no question, answer "yes", "no", or '
-        '"unanswerable". Do not provide any explanation.\n\nArticle: {context}\n\n Answer the question based on the '
-        "above article as concisely as you can, using a single phrase or sentence if possible. If the question "
-        'cannot be answered based on the information in the article, write "unanswerable". If the question is a '
-        'yes/no question, answer "yes", "no", or "unanswerable". Do not provide any explanation.\n\nQuestion: '
-        "{input}\n\nAnswer:"
-    ),
-    "hotpotqa": _MULTI_DOC_QA,
-    "2wikiqa": _MULTI_DOC_QA,
-    "musique": _MULTI_DOC_QA,
-    "govreport": (
-        "You are given a report by a government agency. Write a one-page summary of the report.\n\nReport:\n"
-        "{context}\n\nNow, write a one-page summary of the report.\n\nSummary:"
-    ),
-    "qmsum": (
-        "You are given a meeting transcript and a query containing a question or instruction. Answer the query in "
-        "one or more sentences.\n\nTranscript:\n{context}\n\nNow, answer the query based on the above meeting "
-        "transcript in one or more sentences.\n\nQuery: {input}\nAnswer:"
-    ),
-    "multinews": (
-        "You are given several news passages. Write a one-page summary of all news. \n\nNews:\n{context}\n\nNow, "
-        "write a one-page summary of all the news.\n\nSummary:"
-    ),
-}
+# One source for LongBench's prompts: the training templates are the evaluation prompts.
+_PROMPTS: dict[str, str] = {task: LONGBENCH_TEMPLATES[task] for task in LONGBENCH_TASKS}
 
 _MAXLEN: dict[str, int] = {
     "narrativeqa": 128,
