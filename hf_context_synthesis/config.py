@@ -39,6 +39,16 @@ class SynthesisConfig:
     (:data:`RUNTIME_FIELDS`: endpoint URL, token, timeouts, concurrency, batch size, device, cache
     location) do not, so changing them reuses the cache.
 
+    Mode:
+        mode: ``"context_synthesis"`` (the method: seed pairs -> synthesized contexts) or
+            ``"instruction_synthesis"`` (the paper's baseline: long ``documents`` -> a synthesized
+            question-answer pair from a random ``chunk_words`` chunk of each; the document is the context).
+        documents: Long documents for ``instruction_synthesis`` (Hub id, file, folder or ``Dataset``
+            with a ``text``/``context``/``document``/``content`` column; file stem / ``task`` column = task).
+        chunk_words: Chunk the instruction generator sees when a document is longer (the paper: ~3,000).
+            In this mode ``prompt_template`` receives ``chunk`` and ``task``; set ``num_distractors=0``
+            for the paper's single-document baseline.
+
     Seeds:
         seed: The seed instruction-answer data: a Hub dataset id, a local ``.jsonl/.json/.parquet/.csv``
             file, a folder of such files (one task per file, the stem is the task name), or a
@@ -106,6 +116,10 @@ class SynthesisConfig:
             compose once with :func:`~hf_context_synthesis.sharding.merge_shards`.
     """
 
+    # mode
+    mode: Literal["context_synthesis", "instruction_synthesis"] = "context_synthesis"
+    documents: Any = None
+    chunk_words: int = 3000
     # seeds
     seed: Any = None
     seed_revision: str | None = None
@@ -157,6 +171,10 @@ class SynthesisConfig:
     # ------------------------------------------------------------------ validation
     def validate(self) -> None:
         """Raise ``TypeError``/``ValueError`` with a clear message on bad settings."""
+        if self.mode not in ("context_synthesis", "instruction_synthesis"):
+            raise ValueError(f"mode must be 'context_synthesis' or 'instruction_synthesis', got {self.mode!r}")
+        if self.mode == "instruction_synthesis" and self.documents is None:
+            raise ValueError("mode='instruction_synthesis' needs documents=<Hub id | file | folder | Dataset>")
         if isinstance(self.seed, bool) or isinstance(self.seed, int):
             raise TypeError(
                 f"`seed` names the seed instruction-answer data (a Hub id, a file, a folder or a Dataset), "
@@ -172,7 +190,7 @@ class SynthesisConfig:
             raise ValueError(
                 f"relevant_position must be uniform, beginning, middle or end, got {self.relevant_position!r}"
             )
-        for name in ("context_words", "max_new_tokens", "max_concurrency", "batch_size", "max_generation_attempts"):
+        for name in ("context_words", "chunk_words", "max_new_tokens", "max_concurrency", "batch_size", "max_generation_attempts"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
         if self.num_shards < 1 or not 0 <= self.shard_index < self.num_shards:
@@ -217,7 +235,7 @@ class SynthesisConfig:
             if f.name in RUNTIME_FIELDS:
                 continue
             value = getattr(self, f.name)
-            if f.name in ("seed", "distractor_source"):
+            if f.name in ("seed", "distractor_source", "documents"):
                 value = describe_source(value, self.seed_revision if f.name == "seed" else None)
             out[f.name] = value
         out["generator"] = self.generator_label()
@@ -228,6 +246,7 @@ class SynthesisConfig:
         d = self.semantic_dict()
         d["seed"] = source_fingerprint(self.seed, self.seed_revision)
         d["distractor_source"] = source_fingerprint(self.distractor_source, None)
+        d["documents"] = source_fingerprint(self.documents, None)
         blob = json.dumps(d, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 

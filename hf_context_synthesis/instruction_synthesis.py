@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 import random
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +33,10 @@ __all__ = [
     "DEFAULT_CHUNK_WORDS",
     "DEFAULT_INSTRUCTION_PROMPT",
     "DEFAULT_INSTRUCTION_SYSTEM_PROMPT",
+    "DocumentItem",
     "QAPair",
+    "instruction_rows",
+    "load_documents",
     "parse_question_answer",
     "render_instruction_messages",
     "sample_chunk",
@@ -212,3 +215,97 @@ def synthesize_instructions(
             }
         )
     return rows
+
+
+# --------------------------------------------------------------------------- the builder's mode
+@dataclass(frozen=True)
+class DocumentItem:
+    """One long document of ``mode="instruction_synthesis"`` and the chunk its question comes from."""
+
+    task: str
+    text: str
+    chunk: str
+    seed_id: str
+
+
+_TEXT_COLUMNS = ("text", "context", "document", "content")
+
+
+def load_documents(config: Any) -> list[DocumentItem]:
+    """Read ``config.documents`` and draw each document's chunk (reproducible per document)."""
+    import hashlib
+
+    from .seeds import SeedError, iter_sources
+
+    items: list[DocumentItem] = []
+    for source, default_task, rows, _ in iter_sources(config.documents, config, what="documents"):
+        for index, row in enumerate(rows):
+            column = next((c for c in _TEXT_COLUMNS if c in row), None)
+            text = row.get(column) if column else None
+            if not isinstance(text, str) or not text.strip():
+                if config.on_bad_row == "skip":
+                    continue
+                raise SeedError(
+                    f"{source}: row {index}: needs a non-empty string in one of the columns {list(_TEXT_COLUMNS)}"
+                )
+            task = str(row.get("task") or default_task or "instruction_synthesis")
+            seed_id = f"{task}/{index}"
+            digest = hashlib.sha256(f"{config.random_seed}|{seed_id}".encode()).digest()
+            chunk = sample_chunk(text, config.chunk_words, random.Random(int.from_bytes(digest[:8], "little")))
+            items.append(DocumentItem(task=task, text=text, chunk=chunk, seed_id=seed_id))
+    if not items:
+        raise SeedError("documents= holds no usable document")
+    return items
+
+
+def instruction_rows(
+    config: Any, *, backend: GenerationBackend, cache: Any
+) -> tuple[Iterator[dict[str, Any]], Any]:
+    """``mode="instruction_synthesis"``: generate one question-answer pair per document (cached,
+    retried, reported like context synthesis) and compose rows whose relevant context is the whole
+    document. Returns ``(rows, report)``."""
+    from .composition import compose_examples
+    from .pipeline import SynthesisError, load_tokenizer
+    from .seeds import SeedExample
+    from .synthesis import ContextSynthesizer
+
+    documents = load_documents(config)
+    system = DEFAULT_INSTRUCTION_SYSTEM_PROMPT if config.system_prompt is None else config.system_prompt
+
+    def render(item: DocumentItem) -> tuple[dict[str, str], ...]:
+        return render_instruction_messages(
+            item.chunk, task=item.task, template=config.prompt_template, system_prompt=system
+        )
+
+    def validate(text: str, item: DocumentItem) -> tuple[str | None, str | None]:
+        pair = parse_question_answer(text)
+        return (text, None) if pair.ok else (None, pair.error or "unparsable_question_answer")
+
+    synthesizer = ContextSynthesizer(config, backend=backend, cache=cache, validator=validate, render=render)
+    result = synthesizer.run(documents)  # type: ignore[arg-type]
+    if not result.context_keys:
+        raise SynthesisError(
+            f"No question-answer pair could be synthesized from {len(documents)} documents "
+            f"(reasons: {result.report.failure_reasons})"
+        )
+    accepted = sorted(result.context_keys)
+    seeds: list[SeedExample] = []
+    for i, item in enumerate(documents):
+        pair = parse_question_answer(cache.get(result.context_keys[i])) if i in result.context_keys else None
+        seeds.append(
+            SeedExample(item.task, pair.question if pair else "", pair.answer if pair else "", item.seed_id)
+        )
+
+    def rows() -> Iterator[dict[str, Any]]:
+        for row in compose_examples(
+            seeds,
+            lambda i: documents[i].text,
+            accepted,
+            config,
+            generator=result.model_id,
+            tokenizer=load_tokenizer(config, backend),
+        ):
+            result.report.examples += 1
+            yield row
+
+    return rows(), result.report

@@ -90,9 +90,12 @@ def synthesize_rows(
 
         backend = make_backend(config)
     cache = cache or GenerationCache(default_cache_path(config, datasets_cache_dir))
-    synthesizer = ContextSynthesizer(config, backend=backend, cache=cache)
     try:
-        result = synthesizer.run()
+        if config.mode == "instruction_synthesis":
+            from .instruction_synthesis import instruction_rows
+
+            return instruction_rows(config, backend=backend, cache=cache)
+        result = ContextSynthesizer(config, backend=backend, cache=cache).run()
     finally:
         if owns_backend:
             from .backends.base import _run_coro

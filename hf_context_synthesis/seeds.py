@@ -169,11 +169,16 @@ def _looks_like_jsonl(path: str) -> bool:
         return False
 
 
-def _sources(config: Any) -> Iterator[tuple[str, str | None, Iterable[dict[str, Any]], list[str] | None]]:
-    """Yield ``(source_name, default_task, rows, column_names)`` for the configured seed."""
-    seed = config.seed
+def iter_sources(
+    seed: Any, config: Any, what: str = "seed"
+) -> Iterator[tuple[str, str | None, Iterable[dict[str, Any]], list[str] | None]]:
+    """Yield ``(source_name, default_task, rows, column_names)`` for a Hub id, file, folder or Dataset.
+
+    ``config`` supplies ``task``, ``seed_split`` and ``seed_revision``; ``what`` names the argument
+    in error messages.
+    """
     if seed is None:
-        raise SeedError("No seed data given: pass seed=<Hub id | file | folder | Dataset>")
+        raise SeedError(f"No {what} data given: pass {what}=<Hub id | file | folder | Dataset>")
     if isinstance(seed, (bool, int)):
         raise TypeError(
             f"`seed` names the seed data, not a random number: got {seed!r}. Use `random_seed=` for the RNG seed."
@@ -189,7 +194,7 @@ def _sources(config: Any) -> Iterator[tuple[str, str | None, Iterable[dict[str, 
             yield seed, config.task or stem, _iter_file(seed), None
             return
         if seed.lower().endswith(SEED_FILE_EXTENSIONS) or seed.startswith((".", "/", "~")):
-            raise SeedError(f"Seed file or folder {seed!r} does not exist")
+            raise SeedError(f"{what.capitalize()} file or folder {seed!r} does not exist")
         import datasets
 
         ds = datasets.load_dataset(seed, split=config.seed_split, revision=config.seed_revision)
@@ -229,7 +234,7 @@ def load_seeds(config: Any) -> SeedLoadResult:
     rejected: dict[str, int] = {}
     total = 0
     per_task: dict[str, int] = {}
-    for source, default_task, rows, column_names in _sources(config):
+    for source, default_task, rows, column_names in iter_sources(config.seed, config):
         layout = None
         if config.columns is None and column_names is not None:
             layout = detect_layout(column_names)

@@ -14,13 +14,14 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from typing import Any
 from dataclasses import dataclass
 
 from .backends.base import GenerationBackend, GenerationRequest, GenerationResult, RequestQueue
 from .cache import GenerationCache, request_key
 from .config import SynthesisConfig
 from .progress import progress_bar
-from .prompts import parse_context, render_synthesis_messages
+from .prompts import DEFAULT_SYSTEM_PROMPT, parse_context, render_synthesis_messages
 from .report import SynthesisReport
 from .seeds import SeedExample, load_seeds
 
@@ -112,6 +113,8 @@ class ContextSynthesizer:
         backend: A backend to use (default: built from ``config`` by :func:`make_backend`).
         cache: The generation cache (default: :func:`default_cache_path`).
         validator: Output check (default: :func:`default_validator`).
+        render: ``item -> chat messages`` of the request for one item (default: the synthesis prompt
+            of a seed pair); with ``validator``, lets other generation tasks share this machinery.
     """
 
     def __init__(
@@ -121,8 +124,10 @@ class ContextSynthesizer:
         backend: GenerationBackend | None = None,
         cache: GenerationCache | None = None,
         validator: Validator | None = None,
+        render: Callable[[Any], tuple[dict[str, str], ...]] | None = None,
     ) -> None:
         self.config = config
+        self.render = render
         self._backend = backend
         self.cache = cache or GenerationCache(default_cache_path(config))
         self.validator = validator or default_validator(config)
@@ -172,22 +177,20 @@ class ContextSynthesizer:
         context_keys: dict[int, str] = {}
         failures: dict[int, str] = {}
         attempts: dict[int, int] = {}
-        prompts: dict[int, tuple[dict[str, str], ...]] = {}
         key_to_seed: dict[str, int] = {}
 
         def messages_of(i: int) -> tuple[dict[str, str], ...]:
-            msgs = prompts.get(i)
-            if msgs is None:
-                seed = seeds[i]
-                msgs = render_synthesis_messages(
-                    seed.instruction,
-                    seed.answer,
-                    task=seed.task,
-                    context_words=config.context_words,
-                    template=config.prompt_template,
-                    system_prompt=config.system_prompt if config.system_prompt is not None else _default_system(),
-                )
-            return msgs
+            if self.render is not None:
+                return self.render(seeds[i])
+            seed = seeds[i]
+            return render_synthesis_messages(
+                seed.instruction,
+                seed.answer,
+                task=seed.task,
+                context_words=config.context_words,
+                template=config.prompt_template,
+                system_prompt=config.system_prompt if config.system_prompt is not None else DEFAULT_SYSTEM_PROMPT,
+            )
 
         def make_request(i: int) -> GenerationRequest:
             msgs = messages_of(i)
@@ -276,9 +279,3 @@ class ContextSynthesizer:
             cache=self.cache,
             require_marker=config.require_context_marker,
         )
-
-
-def _default_system() -> str:
-    from .prompts import DEFAULT_SYSTEM_PROMPT
-
-    return DEFAULT_SYSTEM_PROMPT
