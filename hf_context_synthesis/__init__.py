@@ -37,6 +37,17 @@ _LAZY = {
     "TGIBackend": "backends.tgi",
     "TGIBackendConfig": "backends.tgi",
     "sanitize_url": "urls",
+    "synthesize_shard": "sharding",
+    "merge_shards": "sharding",
+    "evaluate_longbench": "evaluation",
+    "EvalReport": "evaluation",
+    "qa_f1_score": "metrics",
+    "rouge_score": "metrics",
+    "select_by_context_dependence": "context_dependence",
+    "context_dependence_scores": "context_dependence",
+    "make_needle_dataset": "needles",
+    "synthesize_instructions": "instruction_synthesis",
+    "parse_question_answer": "instruction_synthesis",
 }
 
 __all__ = sorted([*_LAZY, "__version__"])
