@@ -102,3 +102,14 @@ def test_no_print_in_library_code():
                 if scope is None or not (scope.name == "main" or scope.name.startswith("run_")):
                     offenders.append(f"{path.relative_to(root)}:{node.lineno}")
     assert offenders == []
+
+
+def test_readme_documents_every_config_field():
+    """The README's settings table is generated from SynthesisConfig and must be current."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, str(root / "scripts" / "readme_fields.py"), "--check"], cwd=root)
+    assert proc.returncode == 0, "README.md settings table is stale: run python scripts/readme_fields.py"
