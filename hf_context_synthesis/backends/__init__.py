@@ -20,7 +20,13 @@ __all__ = [
 
 
 def make_backend(config: "SynthesisConfig") -> GenerationBackend:
-    """Build the backend ``config`` asks for: TGI (one endpoint), a fleet (several), or local transformers."""
+    """Build the backend ``config`` asks for: TGI (one endpoint), a fleet (several), or local transformers.
+
+    With several endpoints each gets its own :class:`~hf_context_synthesis.backends.tgi.TGIBackend`
+    (``max_concurrency`` and ``adaptive_concurrency`` apply per endpoint) behind one
+    :class:`~hf_context_synthesis.backends.fleet.FleetBackend` (least-outstanding routing, circuit
+    breakers, re-routing of failed requests).
+    """
     endpoints = config.endpoints
     if not endpoints:
         from ..config import DEFAULT_GENERATOR_MODEL
@@ -42,6 +48,7 @@ def make_backend(config: "SynthesisConfig") -> GenerationBackend:
                 api=config.api,
                 tokenizer=config.tokenizer,
                 max_concurrency=config.max_concurrency,
+                adaptive_concurrency=bool(getattr(config, "adaptive_concurrency", False)),
                 timeout=config.timeout,
                 max_retries=config.max_retries,
                 token=config.token,

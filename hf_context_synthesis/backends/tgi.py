@@ -13,6 +13,9 @@ sized for ``max_concurrency``:
 :class:`~hf_context_synthesis.backends.retry.RetryableError` or
 :class:`~hf_context_synthesis.backends.retry.FatalRequestError`; :meth:`TGIBackend.generate` adds retries
 (exponential backoff with full jitter, honouring ``Retry-After``) and never raises for request errors.
+With ``adaptive_concurrency`` the fixed semaphore becomes an
+:class:`~hf_context_synthesis.backends.adaptive.AdaptiveLimiter` that finds the server's sweet spot
+(AIMD on 429/503/timeouts and queueing latency); :attr:`TGIBackend.concurrency_limit` shows the current limit.
 Credentials (``token``, passwords in the URL) never appear in logs, exception messages or reprs; use
 :func:`sanitize_url` whenever an endpoint is shown.
 """
@@ -39,6 +42,7 @@ from huggingface_hub.errors import (
 from huggingface_hub.utils import build_hf_headers
 
 from ..urls import sanitize_url
+from .adaptive import AdaptiveLimiter
 from .base import GenerationBackend, GenerationRequest, GenerationResult
 from .retry import FatalRequestError, RetryableError, RetryPolicy, is_retryable_status, parse_retry_after
 
@@ -70,7 +74,13 @@ class TGIBackendConfig:
         tokenizer: For ``api="text"``: a tokenizer object with ``apply_chat_template`` or a local
             path / Hub id loaded with :class:`transformers.AutoTokenizer`.
         max_concurrency: Requests in flight at most (a semaphore; the connection pool has as many
-            connections).
+            connections). With ``adaptive_concurrency`` the upper bound of the adaptive limit.
+        adaptive_concurrency: Replace the fixed semaphore by an
+            :class:`~hf_context_synthesis.backends.adaptive.AdaptiveLimiter` (AIMD with a latency
+            gradient, slow start; decreases on 429/503/timeouts) bounded by
+            ``[min_concurrency, max_concurrency]``. The current limit is :attr:`TGIBackend.concurrency_limit`.
+        min_concurrency: Lower bound of the adaptive limit.
+        initial_concurrency: Starting adaptive limit (``None``: ``min(8, max_concurrency)``).
         timeout: Seconds one HTTP attempt may take (``None``: wait forever).
         max_retries: Retries after the first attempt.
         backoff_base: First backoff ceiling (s), doubled on each retry.
@@ -91,6 +101,9 @@ class TGIBackendConfig:
     api: Literal["chat", "text"] = "chat"
     tokenizer: Any = None
     max_concurrency: int = 64
+    adaptive_concurrency: bool = False
+    min_concurrency: int = 1
+    initial_concurrency: int | None = None
     timeout: float | None = 600.0
     max_retries: int = 8
     backoff_base: float = 1.0
@@ -111,6 +124,12 @@ class TGIBackendConfig:
             raise ValueError("api='text' needs `tokenizer` (a path, Hub id or tokenizer object) to render the chat template")
         if self.max_concurrency < 1:
             raise ValueError(f"max_concurrency must be >= 1, got {self.max_concurrency}")
+        if not 1 <= self.min_concurrency <= self.max_concurrency:
+            raise ValueError(
+                f"min_concurrency must be in [1, max_concurrency={self.max_concurrency}], got {self.min_concurrency}"
+            )
+        if self.initial_concurrency is not None and self.initial_concurrency < 1:
+            raise ValueError(f"initial_concurrency must be >= 1, got {self.initial_concurrency}")
         if self.timeout is not None and self.timeout <= 0:
             raise ValueError(f"timeout must be > 0 or None, got {self.timeout}")
         if self.token is True:
@@ -134,7 +153,8 @@ class TGIBackendConfig:
         token = "None" if self.token is None else ("False" if self.token is False else "'***'")
         return (
             f"TGIBackendConfig(endpoint={sanitize_url(self.endpoint)!r}, model={self.model!r}, api={self.api!r}, "
-            f"max_concurrency={self.max_concurrency}, timeout={self.timeout}, max_retries={self.max_retries}, "
+            f"max_concurrency={self.max_concurrency}, adaptive_concurrency={self.adaptive_concurrency}, "
+            f"timeout={self.timeout}, max_retries={self.max_retries}, "
             f"backoff_base={self.backoff_base}, backoff_max={self.backoff_max}, jitter={self.jitter}, "
             f"token={token}, headers={sorted(self.headers or {})})"
         )
@@ -151,6 +171,11 @@ def _url_credentials(url: str) -> tuple[str, str] | None:
     return unquote(parts.username or ""), unquote(parts.password or "")
 
 
+def _is_overload(exc: RetryableError) -> bool:
+    """Whether a failed attempt says "too much load" (429, 503, timeout) to the adaptive limiter."""
+    return exc.status in (429, 503) or exc.reason.startswith("timeout")
+
+
 def _strip_credentials(url: str) -> str:
     parts = urlsplit(url)
     netloc = parts.netloc.rsplit("@", 1)[-1]
@@ -165,6 +190,7 @@ class _LoopState:
     client: AsyncInferenceClient
     http: httpx2.AsyncClient
     semaphore: asyncio.Semaphore
+    limiter: AdaptiveLimiter | None = None
 
 
 class TGIBackend(GenerationBackend):
@@ -200,6 +226,12 @@ class TGIBackend(GenerationBackend):
         self._tokenizer = self._load_tokenizer(config.tokenizer) if config.api == "text" else None
         self._state: _LoopState | None = None
         self._model_id: str | None = config.model
+        self._limiter: AdaptiveLimiter | None = None
+        if config.adaptive_concurrency:
+            initial = config.initial_concurrency or min(8, config.max_concurrency)
+            self._limiter = AdaptiveLimiter(
+                initial, min_limit=config.min_concurrency, max_limit=config.max_concurrency, name=self.safe_endpoint
+            )
 
     def __repr__(self) -> str:
         return (
@@ -210,6 +242,16 @@ class TGIBackend(GenerationBackend):
     @property
     def max_concurrency(self) -> int:
         return self.config.max_concurrency
+
+    @property
+    def concurrency_limit(self) -> int:
+        """Requests allowed in flight now: the adaptive limit, or ``max_concurrency`` when fixed."""
+        return self._limiter.limit if self._limiter is not None else self.config.max_concurrency
+
+    @property
+    def limiter(self) -> AdaptiveLimiter | None:
+        """The :class:`AdaptiveLimiter` with ``adaptive_concurrency``, else ``None``."""
+        return self._limiter
 
     # ------------------------------------------------------------------ setup
 
@@ -252,8 +294,14 @@ class TGIBackend(GenerationBackend):
             # The previous loop (e.g. an earlier asyncio.run) is gone with its connections; start afresh.
             logger.debug("TGIBackend %s: new event loop, creating a new HTTP client", self.safe_endpoint)
         client, http = self._make_client()
+        if self._limiter is not None and state is not None:
+            self._limiter = self._limiter.fork()  # keep what was learned, drop the old loop's waiters
         self._state = state = _LoopState(
-            loop=loop, client=client, http=http, semaphore=asyncio.Semaphore(self.max_concurrency)
+            loop=loop,
+            client=client,
+            http=http,
+            semaphore=asyncio.Semaphore(self.max_concurrency),
+            limiter=self._limiter,
         )
         return state
 
@@ -377,28 +425,41 @@ class TGIBackend(GenerationBackend):
         :class:`FatalRequestError` (other 4xx, invalid request). Messages never contain credentials.
         """
         state = self._loop_state()
+        if state.limiter is not None:
+            async with state.limiter.slot() as slot:
+                try:
+                    result = await self._attempt(state, request)
+                except RetryableError as exc:
+                    if _is_overload(exc):
+                        slot.overloaded()
+                    raise
+                slot.succeeded(cost=result.tokens_out or 1)
+                return result
         async with state.semaphore:
-            try:
-                if self.config.api == "chat":
-                    return await self._chat(state.client, request)
-                return await self._text(state.client, request)
-            except (RetryableError, FatalRequestError):
-                raise
-            except InferenceTimeoutError:
-                raise RetryableError(f"timeout after {self.config.timeout}s") from None
-            except (TextGenerationError, HfHubHTTPError) as exc:
-                raise self._classify_http_error(exc) from None
-            except OfflineModeIsEnabled:
-                raise FatalRequestError("huggingface_hub offline mode is enabled (HF_HUB_OFFLINE)") from None
-            except httpx2.TimeoutException:
-                raise RetryableError(f"timeout after {self.config.timeout}s") from None
-            except httpx2.TransportError as exc:
-                raise RetryableError(f"connection error ({type(exc).__name__})") from None
-            except httpx2.HTTPError as exc:
-                raise RetryableError(f"HTTP error ({type(exc).__name__})") from None
-            except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
-                # json.JSONDecodeError / UnicodeDecodeError are ValueErrors: the body was not what TGI sends.
-                raise RetryableError(f"malformed response ({type(exc).__name__})") from None
+            return await self._attempt(state, request)
+
+    async def _attempt(self, state: _LoopState, request: GenerationRequest) -> GenerationResult:
+        try:
+            if self.config.api == "chat":
+                return await self._chat(state.client, request)
+            return await self._text(state.client, request)
+        except (RetryableError, FatalRequestError):
+            raise
+        except InferenceTimeoutError:
+            raise RetryableError(f"timeout after {self.config.timeout}s") from None
+        except (TextGenerationError, HfHubHTTPError) as exc:
+            raise self._classify_http_error(exc) from None
+        except OfflineModeIsEnabled:
+            raise FatalRequestError("huggingface_hub offline mode is enabled (HF_HUB_OFFLINE)") from None
+        except httpx2.TimeoutException:
+            raise RetryableError(f"timeout after {self.config.timeout}s") from None
+        except httpx2.TransportError as exc:
+            raise RetryableError(f"connection error ({type(exc).__name__})") from None
+        except httpx2.HTTPError as exc:
+            raise RetryableError(f"HTTP error ({type(exc).__name__})") from None
+        except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
+            # json.JSONDecodeError / UnicodeDecodeError are ValueErrors: the body was not what TGI sends.
+            raise RetryableError(f"malformed response ({type(exc).__name__})") from None
 
     # ------------------------------------------------------------------ protocol details
 
