@@ -95,6 +95,7 @@ class GenerationBackend(abc.ABC):
         """
         iterator = iter(requests)
         pending: set[asyncio.Task[GenerationResult]] = set()
+        finished: list[asyncio.Task[GenerationResult]] = []
 
         def refill() -> None:
             while len(pending) < self.max_concurrency:
@@ -112,9 +113,13 @@ class GenerationBackend(abc.ABC):
                 done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 pending.difference_update(done)
                 refill()
-                for task in done:
-                    yield task.result()
+                finished.extend(done)
+                while finished:
+                    yield finished.pop().result()
         finally:
+            for task in finished:  # left unconsumed by an exception: retrieve theirs too
+                if not task.cancelled():
+                    task.exception()
             for task in pending:
                 task.cancel()
             if pending:
