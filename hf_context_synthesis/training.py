@@ -1,0 +1,553 @@
+"""Fine-tune on context-synthesis data with TRL's ``SFTTrainer`` and this library's packing.
+
+The data is packed *before* it reaches TRL (:func:`hf_context_synthesis.packing.prepare_packed_dataset`),
+so TRL is told to skip its own preparation (``dataset_kwargs={"skip_prepare_dataset": True}``,
+``packing=False``, ``remove_unused_columns=False``) and :class:`~hf_context_synthesis.packing.PackedDataCollator`
+turns packed rows into batches with ``position_ids`` resets and no attention mask (transformers masks the
+packed sequences apart on eager, sdpa and flex attention; flash-attention kernels get ``cu_seq_lens``
+kwargs with ``return_flash_kwargs``).
+
+Entry points:
+
+* :func:`default_sft_config`: an ``SFTConfig`` with that setup and the paper's hyperparameters.
+* :func:`build_trainer`: packs raw rows (``messages``) when needed and returns a
+  :class:`ContextSynthesisSFTTrainer` (``loss_weighting="example"`` uses LongAlign's loss).
+* :func:`train`: load model, tokenizer and data from a :class:`TrainingJobArguments`, train, save the
+  model, the tokenizer and ``context_synthesis_training.json`` (read by the Hub model card).
+* ``context-synthesis train``: :func:`add_cli_arguments` / :func:`run_cli`; every field of
+  :class:`TrainingJobArguments` and of TRL's ``SFTConfig`` is a ``--flag`` (``--max_steps`` or
+  ``--max-steps``), and ``--config file.yaml`` fills any of them (TRL's ``TrlParser`` conventions:
+  keys are field names, an ``env:`` mapping sets environment variables, flags on the command line win).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import glob
+import json
+import logging
+import os
+import typing
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import trl
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "SUMMARY_FILE",
+    "ContextSynthesisSFTTrainer",
+    "TrainingJobArguments",
+    "add_cli_arguments",
+    "build_trainer",
+    "default_sft_config",
+    "load_training_dataset",
+    "run_cli",
+    "train",
+]
+
+#: Written into the output folder at the end of training; the Hub model card reads it.
+SUMMARY_FILE = "context_synthesis_training.json"
+
+#: ``SFTConfig`` fields recorded under ``"hyperparameters"`` in :data:`SUMMARY_FILE`.
+RECORDED_HYPERPARAMETERS = (
+    "learning_rate",
+    "lr_scheduler_type",
+    "warmup_steps",
+    "num_train_epochs",
+    "max_steps",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "max_length",
+    "seed",
+)
+
+
+@dataclass
+class TrainingJobArguments:
+    """What to train on and where to write it (the ``SFTConfig`` holds the optimisation settings).
+
+    The packing length is ``SFTConfig.max_length`` (one field for both, as in TRL where it "sets the
+    sequence length" when packing; :func:`default_sft_config` makes it 32768).
+    """
+
+    model: str | None = field(default=None, metadata={"help": "Base model: local folder or Hub id (required)."})
+    dataset: str | None = field(
+        default=None,
+        metadata={
+            "help": "Training data (required): a folder written by `context-synthesis synthesize` (data/*.parquet), "
+            "a folder saved with Dataset.save_to_disk, a parquet/json(l) file, or a Hub dataset id."
+        },
+    )
+    output: str | None = field(
+        default=None, metadata={"help": "Output folder for checkpoints, the final model and tokenizer (required)."}
+    )
+    dataset_split: str = field(default="train", metadata={"help": "Split to train on (Hub ids and saved DatasetDicts)."})
+    dataset_cache_dir: str | None = field(default=None, metadata={"help": "datasets cache folder for loading data."})
+    loss_weighting: str = field(
+        default="token",
+        metadata={
+            "help": "'token': mean over all loss tokens of the batch (TRL's loss); 'example': LongAlign's loss, "
+            "every packed example weighs the same.",
+            "choices": ["token", "example"],
+        },
+    )
+    truncation: bool = field(
+        default=True,
+        metadata={"help": "Examples longer than max_length lose distractor documents first (else they are dropped)."},
+    )
+    return_flash_kwargs: bool = field(
+        default=False, metadata={"help": "Add cu_seq_lens/max_length kwargs to batches (flash-attention kernels)."}
+    )
+    shuffle_seed: int | None = field(
+        default=0, metadata={"help": "Seed for shuffling examples before packing (None keeps the order)."}
+    )
+    throughput_metrics: bool = field(
+        default=True, metadata={"help": "Log train_tokens_per_second and padding_efficiency (ThroughputCallback)."}
+    )
+    probe_every_steps: int = field(
+        default=0,
+        metadata={
+            "help": "Every N steps, probe answer accuracy with the relevant document at the beginning, middle and "
+            "end of held-out examples (LongContextProbeCallback); 0 disables the probe."
+        },
+    )
+    probe_examples: int = field(
+        default=8, metadata={"help": "Rows held out of training for the probe (only when probe_every_steps > 0)."}
+    )
+    probe_max_new_tokens: int = field(default=16, metadata={"help": "Greedy tokens generated per probe answer."})
+    push_to_hub_repo: str | None = field(
+        default=None,
+        metadata={"help": "Hub repo id to push the model, tokenizer and card to at save/train end (HubPushCallback)."},
+    )
+
+    def __post_init__(self) -> None:
+        if self.loss_weighting not in ("token", "example"):
+            raise ValueError(f"loss_weighting must be 'token' or 'example', got {self.loss_weighting!r}")
+        if self.probe_every_steps < 0 or self.probe_examples < 0:
+            raise ValueError("probe_every_steps and probe_examples must be >= 0")
+
+    def packing_config(self, max_length: int):
+        """The :class:`~hf_context_synthesis.packing.PackingConfig` of this job."""
+        from .packing import PackingConfig
+
+        return PackingConfig(
+            max_length=max_length,
+            truncation=self.truncation,
+            loss_weighting=self.loss_weighting,
+            return_flash_kwargs=self.return_flash_kwargs,
+            shuffle_seed=self.shuffle_seed,
+        )
+
+
+def _bf16_supported() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    except Exception:  # pragma: no cover - broken CUDA setups
+        return False
+
+
+def default_sft_config(output_dir: str, **overrides: Any) -> trl.SFTConfig:
+    """An ``SFTConfig`` for pre-packed data with the paper's hyperparameters as defaults.
+
+    Fixed for pre-packed data: ``dataset_kwargs={"skip_prepare_dataset": True}``,
+    ``remove_unused_columns=False``, ``packing=False``, ``per_device_train_batch_size=1`` (a packed row
+    is already ``max_length`` tokens). Defaults: ``learning_rate=2e-5``, ``lr_scheduler_type="cosine"``,
+    ``warmup_steps=0.03`` (a ratio: 3% of the steps), ``num_train_epochs=2``, ``max_length=32768``,
+    ``bf16`` only when CUDA supports it, ``logging_steps=1``, ``save_strategy="epoch"``,
+    ``report_to="none"``. Any ``SFTConfig`` field can be overridden by keyword; ``warmup_ratio=`` is
+    accepted and mapped to ``warmup_steps``.
+    """
+    if "warmup_ratio" in overrides:  # transformers 5 folded the ratio into warmup_steps (a float < 1)
+        overrides["warmup_steps"] = float(overrides.pop("warmup_ratio"))
+    kwargs: dict[str, Any] = {
+        "output_dir": output_dir,
+        "dataset_kwargs": {"skip_prepare_dataset": True},
+        "remove_unused_columns": False,
+        "packing": False,
+        "per_device_train_batch_size": 1,
+        "learning_rate": 2e-5,
+        "lr_scheduler_type": "cosine",
+        "warmup_steps": 0.03,
+        "num_train_epochs": 2,
+        "max_length": 32768,
+        "bf16": _bf16_supported(),
+        "logging_steps": 1,
+        "save_strategy": "epoch",
+        "report_to": "none",
+    }
+    kwargs.update(overrides)
+    dataset_kwargs = dict(kwargs.get("dataset_kwargs") or {})
+    if not dataset_kwargs.get("skip_prepare_dataset", False) or kwargs.get("packing"):
+        logger.warning("default_sft_config: data is pre-packed; TRL's dataset preparation/packing should stay off")
+    return trl.SFTConfig(**kwargs)
+
+
+class ContextSynthesisSFTTrainer(trl.SFTTrainer):
+    """``SFTTrainer`` for pre-packed context-synthesis batches.
+
+    When a batch carries ``loss_weights`` (``loss_weighting="example"``), the loss is
+    :func:`hf_context_synthesis.packing.longalign_loss` of the model's logits; otherwise TRL's own loss.
+    At the end of :meth:`train` it writes :data:`SUMMARY_FILE` into ``args.output_dir``.
+    """
+
+    #: Filled by :func:`build_trainer`: base model id, dataset, packing config and statistics.
+    context_synthesis_info: dict[str, Any]
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: D102
+        weights = inputs.pop("loss_weights", None) if isinstance(inputs, dict) else None
+        if weights is None:
+            return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+        from .packing import longalign_loss
+
+        labels = inputs["labels"]
+        model_inputs = {k: v for k, v in inputs.items() if k != "labels"}
+        model_inputs["use_cache"] = False
+        outputs = model(**model_inputs)
+        loss = longalign_loss(outputs.logits, labels, weights)
+        # Trainer divides by the accumulation steps only when the loss is not already normalised by
+        # num_items_in_batch; this loss is a per-batch mean, so scale it here in the other case.
+        if self.model.training:
+            scaled = self.loss_is_scaled_for_ga
+            if scaled is None:
+                scaled = (self.model_accepts_loss_kwargs and num_items_in_batch is not None) or (
+                    self.compute_loss_func is not None
+                )
+            if scaled:
+                loss = loss / self.current_gradient_accumulation_steps
+            if "position_ids" in inputs and hasattr(self, "_total_train_tokens"):
+                self._total_train_tokens += int(inputs["position_ids"].numel())
+                self._metrics["train"]["num_tokens"] = [self._total_train_tokens]
+        return (loss, outputs) if return_outputs else loss
+
+    def training_summary(self) -> dict[str, Any]:
+        """The content of :data:`SUMMARY_FILE` (base model, dataset, packing, stats, hyperparameters)."""
+        info = dict(getattr(self, "context_synthesis_info", {}) or {})
+        stats = dict(info.get("packing_stats") or {})
+        collator = self.data_collator
+        real, batch = getattr(collator, "real_tokens", None), getattr(collator, "batch_tokens", None)
+        if isinstance(real, int) and isinstance(batch, int) and batch > 0:
+            stats.update(
+                collated_real_tokens=real, collated_batch_tokens=batch, padding_efficiency=round(real / batch, 6)
+            )
+        hyper = {name: getattr(self.args, name, None) for name in RECORDED_HYPERPARAMETERS}
+        warmup = hyper.get("warmup_steps")
+        hyper["warmup_ratio"] = warmup if isinstance(warmup, float) and warmup < 1 else None
+        hyper["global_batch_size"] = (
+            self.args.per_device_train_batch_size * self.args.gradient_accumulation_steps * self.args.world_size
+        )
+        hyper["lr_scheduler_type"] = str(getattr(hyper["lr_scheduler_type"], "value", hyper["lr_scheduler_type"]))
+        return {
+            "base_model": info.get("base_model"),
+            "dataset": info.get("dataset"),
+            "packing": info.get("packing"),
+            "packing_stats": stats,
+            "hyperparameters": hyper,
+            "global_step": self.state.global_step,
+            "train_loss": next((h["train_loss"] for h in reversed(self.state.log_history) if "train_loss" in h), None),
+        }
+
+    def write_training_summary(self, output_dir: str | None = None) -> str:
+        """Write :data:`SUMMARY_FILE` into ``output_dir`` (default ``args.output_dir``) and return its path."""
+        out = output_dir or self.args.output_dir
+        os.makedirs(out, exist_ok=True)
+        path = os.path.join(out, SUMMARY_FILE)
+        with open(path, "w", encoding="utf-8") as fh:
+            json.dump(self.training_summary(), fh, indent=2, default=str)
+        return path
+
+    def train(self, *args: Any, **kwargs: Any):  # noqa: D102
+        result = super().train(*args, **kwargs)
+        if self.is_world_process_zero():
+            path = self.write_training_summary()
+            logger.info("wrote %s", path)
+        return result
+
+
+def _column_names(dataset: Any) -> list[str]:
+    names = getattr(dataset, "column_names", None)
+    if names:
+        return list(names)
+    first = next(iter(dataset), None)  # IterableDataset without known features
+    return list(first) if isinstance(first, dict) else []
+
+
+def _packing_stats(packed: Any, source_rows: int | None, max_length: int) -> dict[str, Any]:
+    stats: dict[str, Any] = {"source_rows": source_rows}
+    if "seq_lengths" not in _column_names(packed) or not hasattr(packed, "__len__"):
+        return stats
+    lengths = packed["seq_lengths"]
+    real = sum(sum(x) for x in lengths)
+    stats.update(
+        packs=len(lengths),
+        packed_sequences=sum(len(x) for x in lengths),
+        real_tokens=real,
+        fill_ratio=round(real / (len(lengths) * max_length), 6) if lengths else 0.0,
+    )
+    return stats
+
+
+def build_trainer(
+    model: Any,
+    tokenizer: Any,
+    train_dataset: Any,
+    sft_config: trl.SFTConfig | None = None,
+    packing: Any | None = None,
+    callbacks: list[Any] | None = None,
+    eval_dataset: Any | None = None,
+    *,
+    base_model: str | None = None,
+    dataset_name: str | None = None,
+) -> ContextSynthesisSFTTrainer:
+    """A :class:`ContextSynthesisSFTTrainer` on packed data.
+
+    Args:
+        model: A causal LM or a model id/folder (loaded with ``sft_config.model_init_kwargs``).
+        tokenizer: Tokenizer with a chat template (used to tokenize raw rows and saved with the model).
+        train_dataset: Raw composed rows (a ``messages`` column: tokenized and packed here with
+            :func:`~hf_context_synthesis.packing.prepare_packed_dataset`) or already packed rows
+            (an ``input_ids`` column: used as they are).
+        sft_config: Default :func:`default_sft_config` into ``./context-synthesis-sft``.
+        packing: A ``PackingConfig``; default one with ``max_length=sft_config.max_length``.
+        callbacks: Extra ``TrainerCallback`` s. ``ThroughputCallback`` and ``LongContextProbeCallback``
+            instances are moved ahead of the logging/reporting callbacks so their metrics are printed and
+            reported with each log.
+        eval_dataset: Optional, raw or packed like ``train_dataset``.
+        base_model / dataset_name: Recorded in :data:`SUMMARY_FILE` (default: the model's name_or_path).
+    """
+    from .packing import PackedDataCollator, PackingConfig, prepare_packed_dataset
+
+    if sft_config is None:
+        sft_config = default_sft_config("context-synthesis-sft")
+    if packing is None:
+        packing = PackingConfig(max_length=int(sft_config.max_length or PackingConfig().max_length))
+    elif sft_config.max_length is not None and sft_config.max_length != packing.max_length:
+        logger.info("packing max_length=%d (SFTConfig.max_length=%s)", packing.max_length, sft_config.max_length)
+    if isinstance(model, str):
+        from transformers import AutoModelForCausalLM
+
+        base_model = base_model or model
+        model = AutoModelForCausalLM.from_pretrained(model, **(sft_config.model_init_kwargs or {}))
+    base_model = base_model or getattr(getattr(model, "config", None), "_name_or_path", None)
+
+    def pack(dataset: Any, name: str) -> tuple[Any, int | None]:
+        columns = _column_names(dataset)
+        if "input_ids" in columns:
+            return dataset, None
+        if "messages" not in columns:
+            raise ValueError(
+                f"{name}: expected composed rows with a 'messages' column or packed rows with 'input_ids'; "
+                f"got columns {columns}"
+            )
+        n = len(dataset) if hasattr(dataset, "__len__") else None
+        return prepare_packed_dataset(dataset, tokenizer, packing), n
+
+    packed_train, n_rows = pack(train_dataset, "train_dataset")
+    packed_eval = pack(eval_dataset, "eval_dataset")[0] if eval_dataset is not None else None
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    collator = PackedDataCollator(
+        pad_token_id=pad_id, return_flash_kwargs=packing.return_flash_kwargs, loss_weighting=packing.loss_weighting
+    )
+    trainer = ContextSynthesisSFTTrainer(
+        model=model,
+        args=sft_config,
+        train_dataset=packed_train,
+        eval_dataset=packed_eval,
+        processing_class=tokenizer,
+        data_collator=collator,
+        callbacks=callbacks,
+    )
+    trainer.context_synthesis_info = {
+        "base_model": base_model,
+        "dataset": dataset_name,
+        "packing": asdict(packing),
+        "packing_stats": _packing_stats(packed_train, n_rows, packing.max_length),
+    }
+    _front_load_metric_callbacks(trainer)
+    return trainer
+
+
+def _front_load_metric_callbacks(trainer: Any) -> None:
+    """Put this library's metric callbacks first so printers and reporters see what they add to logs."""
+    from .trainer_callbacks.probe import LongContextProbeCallback
+    from .trainer_callbacks.throughput import ThroughputCallback
+
+    handler = trainer.callback_handler
+    ours = [cb for cb in handler.callbacks if isinstance(cb, (ThroughputCallback, LongContextProbeCallback))]
+    rest = [cb for cb in handler.callbacks if cb not in ours]
+    handler.callbacks = ours + rest
+
+
+def load_training_dataset(spec: str, split: str = "train", cache_dir: str | None = None) -> Any:
+    """Load training rows from a synthesize output folder, a ``save_to_disk`` folder, a file or a Hub id."""
+    import datasets
+
+    if os.path.isdir(spec):
+        if os.path.exists(os.path.join(spec, "state.json")) or os.path.exists(os.path.join(spec, "dataset_dict.json")):
+            loaded = datasets.load_from_disk(spec)
+            return loaded[split] if isinstance(loaded, datasets.DatasetDict) else loaded
+        for pattern, builder in (("data/*.parquet", "parquet"), ("*.parquet", "parquet"), ("*.jsonl", "json")):
+            files = sorted(glob.glob(os.path.join(spec, pattern)))
+            of_split = [f for f in files if os.path.basename(f).startswith(f"{split}-")]
+            if files:
+                return datasets.load_dataset(builder, data_files=of_split or files, split="train", cache_dir=cache_dir)
+        raise ValueError(f"dataset folder {spec!r} has no data/*.parquet, *.parquet, *.jsonl or save_to_disk files")
+    if os.path.isfile(spec):
+        builder = "parquet" if spec.endswith(".parquet") else "json"
+        return datasets.load_dataset(builder, data_files=[spec], split="train", cache_dir=cache_dir)
+    return datasets.load_dataset(spec, split=split, cache_dir=cache_dir)
+
+
+def _hub_push_callback(repo_id: str) -> Any:
+    try:
+        from .trainer_callbacks.push import HubPushCallback
+    except ImportError as err:
+        raise ValueError(
+            f"push_to_hub_repo={repo_id!r} needs hf_context_synthesis.trainer_callbacks.push.HubPushCallback, "
+            f"which is not available: {err}"
+        ) from None
+    return HubPushCallback(repo_id=repo_id)
+
+
+def train(job: TrainingJobArguments, sft_config: trl.SFTConfig | None = None) -> ContextSynthesisSFTTrainer:
+    """Run a training job: load, (hold out probe rows,) pack, train, save model, tokenizer and summary.
+
+    ``sft_config.output_dir`` is set to ``job.output``. Returns the trainer after training.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    for name in ("model", "dataset", "output"):
+        if not getattr(job, name):
+            raise ValueError(f"train: '{name}' is required (--{name} or a '{name}:' key in --config)")
+    if sft_config is None:
+        sft_config = default_sft_config(job.output)
+    if sft_config.output_dir != job.output:
+        logger.info("output_dir %s replaced by the job's output %s", sft_config.output_dir, job.output)
+        sft_config.output_dir = job.output
+    tokenizer = AutoTokenizer.from_pretrained(job.model, trust_remote_code=sft_config.trust_remote_code)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(
+        job.model, trust_remote_code=sft_config.trust_remote_code, **(sft_config.model_init_kwargs or {})
+    )
+    dataset = load_training_dataset(job.dataset, job.dataset_split, job.dataset_cache_dir)
+    callbacks: list[Any] = []
+    if job.probe_every_steps > 0 and job.probe_examples > 0:
+        from .trainer_callbacks.probe import LongContextProbeCallback
+
+        if not hasattr(dataset, "select") or "messages" not in _column_names(dataset):
+            raise ValueError("probe_every_steps needs raw composed rows (messages, answer, context_spans) in a Dataset")
+        if job.probe_examples >= len(dataset):
+            raise ValueError(f"probe_examples={job.probe_examples} leaves no training rows out of {len(dataset)}")
+        split = dataset.train_test_split(test_size=job.probe_examples, seed=sft_config.seed, shuffle=True)
+        dataset, held_out = split["train"], split["test"]
+        callbacks.append(
+            LongContextProbeCallback(
+                held_out,
+                tokenizer,
+                every_n_steps=job.probe_every_steps,
+                max_examples=job.probe_examples,
+                max_new_tokens=job.probe_max_new_tokens,
+            )
+        )
+    if job.throughput_metrics:
+        from .trainer_callbacks.throughput import ThroughputCallback
+
+        callbacks.append(ThroughputCallback())
+    if job.push_to_hub_repo:
+        callbacks.append(_hub_push_callback(job.push_to_hub_repo))
+    trainer = build_trainer(
+        model,
+        tokenizer,
+        dataset,
+        sft_config,
+        packing=job.packing_config(int(sft_config.max_length or 32768)),
+        callbacks=callbacks,
+        base_model=job.model,
+        dataset_name=job.dataset,
+    )
+    trainer.train(resume_from_checkpoint=sft_config.resume_from_checkpoint)
+    trainer.save_model(job.output)
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(job.output)
+        trainer.write_training_summary(job.output)
+    logger.info("model, tokenizer and %s saved to %s", SUMMARY_FILE, job.output)
+    return trainer
+
+
+# -- command line --------------------------------------------------------------------------------
+
+_CLI_SOURCES: tuple[type, ...] = (TrainingJobArguments, trl.SFTConfig)
+
+
+def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--config`` and one flag per field of :class:`TrainingJobArguments` and ``SFTConfig``.
+
+    Flags are built by ``transformers.HfArgumentParser`` (the parser behind ``trl.TrlParser``), so they
+    read exactly like TRL's scripts: ``--max_steps 5`` or ``--max-steps 5``, booleans as ``--bf16`` /
+    ``--bf16 false``. Only flags given on the command line are kept (their default is suppressed) so
+    that :func:`run_cli` can layer them over ``--config`` and :func:`default_sft_config`.
+    """
+    from transformers import HfArgumentParser
+
+    parser.add_argument("--config", default=None, help="YAML file whose keys are any of the flags below (flags win).")
+    before = len(parser._actions)
+    for dtype in _CLI_SOURCES:
+        group = parser.add_argument_group(f"{dtype.__name__} fields")
+        hints = typing.get_type_hints(dtype)
+        for f in dataclasses.fields(dtype):
+            if not f.init or f.name.startswith("_"):
+                continue
+            f = copy.copy(f)  # HfArgumentParser narrows field.type in place
+            f.type = hints[f.name]
+            HfArgumentParser._parse_dataclass_field(group, f)
+    for action in parser._actions[before:]:
+        action.default = argparse.SUPPRESS
+        action.required = False
+
+
+def _cli_values(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    job_fields = {f.name for f in dataclasses.fields(TrainingJobArguments)}
+    sft_fields = {f.name for f in dataclasses.fields(trl.SFTConfig) if f.init}
+    values: dict[str, Any] = {}
+    if getattr(args, "config", None):
+        import yaml
+
+        with open(args.config, encoding="utf-8") as fh:
+            config = yaml.safe_load(fh) or {}
+        if not isinstance(config, dict):
+            raise ValueError(f"config file {args.config} must contain a YAML mapping")
+        env = config.pop("env", {}) or {}
+        if not isinstance(env, dict):
+            raise ValueError(f"config file {args.config}: 'env' must be a mapping")
+        for key, value in env.items():
+            os.environ[str(key)] = str(value)
+        unknown = sorted(k for k in config if k not in job_fields and k not in sft_fields)
+        if unknown:
+            raise ValueError(f"config file {args.config}: unknown keys {unknown}")
+        values.update(config)
+    values.update({k: v for k, v in vars(args).items() if k in job_fields or k in sft_fields})
+    job = {k: v for k, v in values.items() if k in job_fields}
+    sft = {k: v for k, v in values.items() if k in sft_fields and k not in job_fields}
+    return job, sft
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    """Run ``context-synthesis train``: merge ``--config`` and flags, train, report where it saved."""
+    job_values, sft_values = _cli_values(args)
+    job = TrainingJobArguments(**job_values)
+    for name in ("model", "dataset", "output"):
+        if not getattr(job, name):
+            raise ValueError(f"train: --{name} is required (flag or '{name}:' key in --config)")
+    if "output_dir" in sft_values and sft_values["output_dir"] != job.output:
+        logger.warning("--output_dir %s ignored: the job writes to --output %s", sft_values["output_dir"], job.output)
+    sft_values.pop("output_dir", None)
+    sft_config = default_sft_config(job.output, **sft_values)
+    trainer = train(job, sft_config)
+    print(f"Trained {trainer.state.global_step} steps; model and {SUMMARY_FILE} saved to {job.output}")
+    return 0
