@@ -159,12 +159,18 @@ def default_sft_config(output_dir: str, **overrides: Any) -> trl.SFTConfig:
     ``remove_unused_columns=False``, ``packing=False``, ``per_device_train_batch_size=1`` (a packed row
     is already ``max_length`` tokens). Defaults: ``learning_rate=2e-5``, ``lr_scheduler_type="cosine"``,
     ``warmup_steps=0.03`` (a ratio: 3% of the steps), ``num_train_epochs=2``, ``max_length=32768``,
-    ``bf16`` only when CUDA supports it, ``logging_steps=1``, ``save_strategy="epoch"``,
-    ``report_to="none"``. Any ``SFTConfig`` field can be overridden by keyword; ``warmup_ratio=`` is
+    ``bf16`` only when CUDA supports it, ``activation_checkpointing=True`` (TRL's default, under the
+    transformers 5 name; ``gradient_checkpointing=`` is accepted as its alias), ``logging_steps=1``,
+    ``save_strategy="epoch"``, ``report_to="none"``. Any ``SFTConfig`` field can be overridden by keyword; ``warmup_ratio=`` is
     accepted and mapped to ``warmup_steps``.
     """
     if "warmup_ratio" in overrides:  # transformers 5 folded the ratio into warmup_steps (a float < 1)
         overrides["warmup_steps"] = float(overrides.pop("warmup_ratio"))
+    # transformers 5 renamed gradient_checkpointing (TRL defaults it to True) to activation_checkpointing
+    legacy = overrides.pop("gradient_checkpointing", None)
+    if overrides.get("activation_checkpointing") is None:
+        overrides["activation_checkpointing"] = True if legacy is None else bool(legacy)
+    overrides["gradient_checkpointing"] = None
     kwargs: dict[str, Any] = {
         "output_dir": output_dir,
         "dataset_kwargs": {"skip_prepare_dataset": True},
