@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import trl
+from transformers import TrainerCallback
 
 logger = logging.getLogger(__name__)
 
@@ -199,11 +200,17 @@ class ContextSynthesisSFTTrainer(trl.SFTTrainer):
 
     When a batch carries ``loss_weights`` (``loss_weighting="example"``), the loss is
     :func:`hf_context_synthesis.packing.longalign_loss` of the model's logits; otherwise TRL's own loss.
-    At the end of :meth:`train` it writes :data:`SUMMARY_FILE` into ``args.output_dir``.
+    At the end of training it writes :data:`SUMMARY_FILE` into ``args.output_dir`` (in ``on_train_end``
+    of a callback that runs first, so that ``HubPushCallback`` finds the file).
     """
 
     #: Filled by :func:`build_trainer`: base model id, dataset, packing config and statistics.
     context_synthesis_info: dict[str, Any]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.context_synthesis_info = {}
+        self.callback_handler.callbacks.insert(0, _SummaryCallback(self))
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: D102
         weights = inputs.pop("loss_weights", None) if isinstance(inputs, dict) else None
@@ -267,12 +274,17 @@ class ContextSynthesisSFTTrainer(trl.SFTTrainer):
             json.dump(self.training_summary(), fh, indent=2, default=str)
         return path
 
-    def train(self, *args: Any, **kwargs: Any):  # noqa: D102
-        result = super().train(*args, **kwargs)
-        if self.is_world_process_zero():
-            path = self.write_training_summary()
-            logger.info("wrote %s", path)
-        return result
+
+
+class _SummaryCallback(TrainerCallback):
+    """Writes :data:`SUMMARY_FILE` at train end, before callbacks that read it (``HubPushCallback``)."""
+
+    def __init__(self, trainer: ContextSynthesisSFTTrainer) -> None:
+        self.trainer = trainer
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if state.is_world_process_zero:
+            logger.info("wrote %s", self.trainer.write_training_summary())
 
 
 def _column_names(dataset: Any) -> list[str]:
@@ -384,7 +396,8 @@ def _front_load_metric_callbacks(trainer: Any) -> None:
     from .trainer_callbacks.throughput import ThroughputCallback
 
     handler = trainer.callback_handler
-    ours = [cb for cb in handler.callbacks if isinstance(cb, (ThroughputCallback, LongContextProbeCallback))]
+    kinds = (_SummaryCallback, ThroughputCallback, LongContextProbeCallback)
+    ours = [cb for cb in handler.callbacks if isinstance(cb, kinds)]
     rest = [cb for cb in handler.callbacks if cb not in ours]
     handler.callbacks = ours + rest
 
@@ -409,7 +422,7 @@ def load_training_dataset(spec: str, split: str = "train", cache_dir: str | None
     return datasets.load_dataset(spec, split=split, cache_dir=cache_dir)
 
 
-def _hub_push_callback(repo_id: str) -> Any:
+def _hub_push_callback(repo_id: str, sft_config: trl.SFTConfig) -> Any:
     try:
         from .trainer_callbacks.push import HubPushCallback
     except ImportError as err:
@@ -417,7 +430,7 @@ def _hub_push_callback(repo_id: str) -> Any:
             f"push_to_hub_repo={repo_id!r} needs hf_context_synthesis.trainer_callbacks.push.HubPushCallback, "
             f"which is not available: {err}"
         ) from None
-    return HubPushCallback(repo_id=repo_id)
+    return HubPushCallback(repo_id=repo_id, token=sft_config.hub_token, private=bool(sft_config.hub_private_repo))
 
 
 def train(job: TrainingJobArguments, sft_config: trl.SFTConfig | None = None) -> ContextSynthesisSFTTrainer:
@@ -466,7 +479,7 @@ def train(job: TrainingJobArguments, sft_config: trl.SFTConfig | None = None) ->
 
         callbacks.append(ThroughputCallback())
     if job.push_to_hub_repo:
-        callbacks.append(_hub_push_callback(job.push_to_hub_repo))
+        callbacks.append(_hub_push_callback(job.push_to_hub_repo, sft_config))
     trainer = build_trainer(
         model,
         tokenizer,
