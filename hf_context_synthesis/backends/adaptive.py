@@ -4,6 +4,9 @@ A TGI server has a sweet spot: too few requests in flight leave its continuous b
 only queue (latency grows, throughput does not) or get ``429`` once ``--max-concurrent-requests`` is
 reached. :class:`AdaptiveLimiter` finds that spot at run time, like TCP congestion control:
 
+* **Baseline.** Until ``baseline_samples`` latency samples have arrived (default 2: the first one
+  also pays for connection set-up) only ``min_limit`` requests are admitted, so the smallest latency
+  is measured without queueing (a start far above capacity would otherwise never see it).
 * **Windows.** Completions are grouped into windows of about ``limit`` samples (one "round trip").
 * **Slow start.** Until the first decrease, every clean window doubles the limit (so a start far
   below the server's capacity is left in a few round trips).
@@ -12,9 +15,11 @@ reached. :class:`AdaptiveLimiter` finds that spot at run time, like TCP congesti
   (a run that is short of requests does not inflate the limit).
 * **Gradient decrease.** A window whose median latency is more than ``tolerance`` times the smallest
   latency seen so far means requests queue on the server: the limit is multiplied by
-  ``tolerance * min_latency / median`` (clamped to ``[backoff_ratio, 0.95]``), so with ``n`` requests
+  ``tolerance * min_latency / median`` (clamped to ``[latency_backoff_min, 0.95]``), so with ``n`` requests
   in flight against a server of capacity ``C`` (latency ``~ n/C`` times the minimum) the limit lands
-  near ``tolerance * C``.
+  near ``tolerance * C``. Consecutive latency decreases compound (the k-th in a row uses the k-th
+  power of that factor): after a start far above capacity even the smallest latency seen is inflated
+  by queueing, so the measured ratio understates the excess until the queue is gone.
 * **Multiplicative decrease on overload.** ``429``/``503`` responses and timeouts (reported with
   :meth:`Slot.overloaded`) multiply the limit by ``backoff_ratio`` (default 0.5), at most once per
   round trip: only a request that *started after* the previous decrease can trigger another one.
@@ -113,9 +118,12 @@ class AdaptiveLimiter:
         min_limit: Lowest limit (>= 1).
         max_limit: Highest limit.
         tolerance: Median window latency above ``tolerance * min_latency`` counts as queueing (> 1).
-        backoff_ratio: Multiplier on overload, and the floor of a latency decrease (in ``(0, 1)``).
+        backoff_ratio: Multiplier on overload (in ``(0, 1)``).
+        latency_backoff_min: Smallest multiplier of one latency decrease (in ``(0, 1)``); lets a start
+            far above the server's capacity come down in a few round trips.
         increase: Added to the limit per clean window once slow start is over.
         slow_start: Double the limit per clean window until the first decrease.
+        baseline_samples: Latency samples taken at ``min_limit`` before ``initial`` applies (0: none).
         name: Shown in log messages (e.g. the sanitized endpoint).
     """
 
@@ -127,8 +135,10 @@ class AdaptiveLimiter:
         max_limit: int = 1024,
         tolerance: float = 1.5,
         backoff_ratio: float = 0.5,
+        latency_backoff_min: float = 0.25,
         increase: float = 1.0,
         slow_start: bool = True,
+        baseline_samples: int = 2,
         name: str = "",
     ) -> None:
         if min_limit < 1:
@@ -139,14 +149,19 @@ class AdaptiveLimiter:
             raise ValueError(f"tolerance must be > 1, got {tolerance}")
         if not 0.0 < backoff_ratio < 1.0:
             raise ValueError(f"backoff_ratio must be in (0, 1), got {backoff_ratio}")
+        if not 0.0 < latency_backoff_min < 1.0:
+            raise ValueError(f"latency_backoff_min must be in (0, 1), got {latency_backoff_min}")
         if increase <= 0:
             raise ValueError(f"increase must be > 0, got {increase}")
         self.min_limit = int(min_limit)
         self.max_limit = int(max_limit)
         self.tolerance = float(tolerance)
         self.backoff_ratio = float(backoff_ratio)
+        self.latency_backoff_min = float(latency_backoff_min)
         self.increase = float(increase)
         self.name = name
+        self.baseline_samples = max(0, int(baseline_samples))
+        self._samples = 0
         self._limit = float(min(max(initial, self.min_limit), self.max_limit))
         self._slow_start = slow_start
         self._in_flight = 0
@@ -155,6 +170,7 @@ class AdaptiveLimiter:
         self._window: list[float] = []
         self._window_peak = 0
         self._last_decrease = float("-inf")
+        self._streak = 0
         self._increases = 0
         self._decreases = 0
         self._overloads = 0
@@ -201,8 +217,10 @@ class AdaptiveLimiter:
             max_limit=self.max_limit,
             tolerance=self.tolerance,
             backoff_ratio=self.backoff_ratio,
+            latency_backoff_min=self.latency_backoff_min,
             increase=self.increase,
             slow_start=self._slow_start,
+            baseline_samples=max(0, self.baseline_samples - self._samples),
             name=self.name,
         )
         other._min_latency = self._min_latency
@@ -222,8 +240,11 @@ class AdaptiveLimiter:
         finally:
             self._release(slot)
 
+    def _admits(self) -> int:
+        return self.limit if self._samples >= self.baseline_samples else self.min_limit
+
     async def _acquire(self) -> None:
-        if self._in_flight < self.limit and not self._waiters:
+        if self._in_flight < self._admits() and not self._waiters:
             self._take()
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -247,7 +268,7 @@ class AdaptiveLimiter:
         self._window_peak = max(self._window_peak, self._in_flight)
 
     def _wake(self) -> None:
-        while self._waiters and self._in_flight < self.limit:
+        while self._waiters and self._in_flight < self._admits():
             fut = self._waiters.popleft()
             if fut.done():
                 continue
@@ -286,6 +307,7 @@ class AdaptiveLimiter:
         self._reset_window()
 
     def _on_sample(self, latency: float, started: float) -> None:
+        self._samples += 1
         if self._min_latency is None or latency < self._min_latency:
             self._min_latency = latency
         if started < self._last_decrease:
@@ -298,11 +320,20 @@ class AdaptiveLimiter:
         assert self._min_latency is not None
         ratio = median / self._min_latency if self._min_latency > 0 else 1.0
         if ratio > self.tolerance:
-            factor = min(0.95, max(self.backoff_ratio, self.tolerance / ratio))
+            # Consecutive latency decreases compound: the minimum latency itself may be inflated when
+            # the run started far above capacity (every early request queued), so the ratio understates.
+            self._streak += 1
+            factor = max(self.latency_backoff_min, min(0.95, self.tolerance / ratio) ** self._streak)
             self._slow_start = False
+            if self.limit <= self.min_limit:
+                # Queueing even at the floor: the server got slower for everyone. Re-baseline.
+                self._min_latency = min(self._window)
+                self._streak = 0
             self._set_limit(self._limit * factor, f"latency x{ratio:.2f} of minimum")
             self._last_decrease = time.monotonic()
-        elif used:
+        else:
+            self._streak = 0
+        if ratio <= self.tolerance and used:
             if self._slow_start:
                 self._set_limit(self._limit * 2, "slow start")
             else:
