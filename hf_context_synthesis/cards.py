@@ -50,7 +50,7 @@ _GENERATION_KEYS = (
     "require_context_marker", "chunk_words",
 )
 _COMPOSITION_KEYS = (
-    "num_distractors", "target_tokens", "distractor_pool", "distractor_source", "relevant_position", "separator",
+    "num_distractors", "target_tokens", "distractor_pool", "relevant_position", "separator",
     "expose_instruction", "task_templates", "tokenizer",
 )
 _REPORT_KEYS = (
@@ -197,6 +197,13 @@ def _as_list(value: str | Sequence[str] | None) -> list[str]:
     return [value] if isinstance(value, str) else list(value)
 
 
+def _public_source(source: Any) -> Any:
+    """A seed/distractor source as shown in a card: local paths reduced to their last component."""
+    if isinstance(source, str) and (source.startswith(("/", "~", "./", "../")) or re.match(r"^[A-Za-z]:[\\/]", source)):
+        return "local: " + re.split(r"[\\/]", source.rstrip("/\\"))[-1]
+    return source
+
+
 def _config_dict(config: Any) -> dict[str, Any]:
     if config is None:
         return {}
@@ -214,7 +221,7 @@ def dataset_card_data(
     pretty_name: str | None = None,
     tags: Sequence[str] = (),
     task_categories: Sequence[str] = ("text-generation", "question-answering"),
-    data_path: str = "data/train-*",
+    splits: Sequence[str] = ("train",),
     source_datasets: Sequence[str] | None = None,
 ):
     """The card's YAML metadata as ``huggingface_hub.DatasetCardData``."""
@@ -229,7 +236,9 @@ def dataset_card_data(
         size_categories=[size_category(num_examples)],
         source_datasets=list(source_datasets) if source_datasets else None,
         tags=all_tags,
-        configs=[{"config_name": "default", "data_files": [{"split": "train", "path": data_path}]}],
+        configs=[
+            {"config_name": "default", "data_files": [{"split": s, "path": f"data/{s}-*"} for s in splits]}
+        ],
     )
 
 
@@ -245,6 +254,7 @@ def render_dataset_card(
     pretty_name: str | None = None,
     tags: Sequence[str] = (),
     description: str | None = None,
+    splits: Sequence[str] = ("train",),
     template_path: str | None = None,
 ) -> str:
     """Render the dataset card (README.md text) of a synthesized dataset, offline.
@@ -258,6 +268,7 @@ def render_dataset_card(
         histogram_file: Repo-relative path of the length histogram PNG (``None`` = no figure).
         license / language / pretty_name / tags: Card metadata (tags are added to :data:`DATASET_TAGS`).
         description: A paragraph of your own, shown under the title.
+        splits: Splits stored as ``data/<split>-*.parquet`` (the card's ``configs``).
         template_path: A jinja template to use instead of ``templates/dataset_card.md``.
     """
     from huggingface_hub import DatasetCard
@@ -272,17 +283,20 @@ def render_dataset_card(
         source_datasets = [seed.split("@", 1)[0]]
     card_data = dataset_card_data(
         num_examples=n, license=license, language=language, pretty_name=pretty_name or repo_id.split("/")[-1],
-        tags=tags, source_datasets=source_datasets,
+        tags=tags, source_datasets=source_datasets, splits=splits,
     )
     tokens = dict(statistics.get("num_tokens") or {})
     token_rows = [(k, _fmt(round(v, 1))) for k, v in tokens.items()]
     prompt_template = str(cfg.get("prompt_template") or "")
     system_prompt = cfg.get("system_prompt")
+    generator = cfg.get("generator")
+    if statistics.get("generators"):  # what the rows record: the served model, not an endpoint URL
+        generator = ", ".join(statistics["generators"])
     provenance = {
         "mode": cfg.get("mode"),
-        "seed data": seed,
+        "seed data": _public_source(seed),
         "seed revision": seed_revision,
-        "generator model": cfg.get("generator"),
+        "generator model": generator,
         "generator backend": cfg.get("endpoint_kind"),
         "endpoints": cfg.get("num_endpoints"),
         "random seed": cfg.get("random_seed"),
@@ -293,6 +307,7 @@ def render_dataset_card(
         card_data,
         _read_template(template_path, "dataset_card.md"),
         repo_id=repo_id,
+        splits=list(splits),
         title=pretty_name or repo_id.split("/")[-1],
         description=scrub_text(description) if description else None,
         paper_id=PAPER_ARXIV_ID,
@@ -301,7 +316,11 @@ def render_dataset_card(
         has_config=bool(cfg),
         provenance_rows=[(k, _fmt(v)) for k, v in provenance.items() if v is not None],
         generation_rows=_rows(cfg, _GENERATION_KEYS),
-        composition_rows=_rows(cfg, _COMPOSITION_KEYS),
+        composition_rows=[
+            *_rows(cfg, _COMPOSITION_KEYS[:3]),
+            *([("distractor_source", _fmt(_public_source(cfg["distractor_source"])))] if "distractor_source" in cfg else []),
+            *_rows(cfg, _COMPOSITION_KEYS[3:]),
+        ],
         prompt_template=prompt_template,
         prompt_fence=_fence(prompt_template),
         system_prompt=system_prompt,

@@ -284,7 +284,8 @@ class FakeHubServer:
         with self._lock:
             if (repo_type, repo_id) in self.repos:
                 raise _HTTPError(409, "You already created this repo", extra={"url": self._repo_url(repo_type, repo_id)})
-            repo = FakeRepo(repo_id=repo_id, repo_type=repo_type, private=bool(payload.get("private")))
+            private = payload.get("visibility") == "private" or bool(payload.get("private"))
+            repo = FakeRepo(repo_id=repo_id, repo_type=repo_type, private=private)
             attrs = b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n"
             repo.branches["main"] = [
                 FakeCommit(self._new_oid(repo_id), "initial commit", "", {".gitattributes": attrs}, [".gitattributes"])
