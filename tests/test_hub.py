@@ -110,7 +110,7 @@ def test_push_dataset_dir_reads_back_with_load_dataset(hub, synthesized_dir, tmp
     assert "| requested | 10 |" in text and "| failed | 0 |" in text and "tgi" in text
     assert "fake-org/fake-tgi-model" in text  # the served model the rows record
     assert "tgi.internal.example" not in text  # the endpoint kind is shown, not the endpoint
-    _assert_no_secrets(hub.all_recorded_bytes().replace(f"Bearer {TOKEN}".encode(), b""), caplog.text)
+    _assert_no_secrets(hub.all_recorded_bytes(), caplog.text)
     # the token travelled only in Authorization headers
     assert all(r.headers.get("authorization") == f"Bearer {TOKEN}" for r in hub.requests_to("/api/datasets/"))
 
@@ -151,6 +151,29 @@ def test_dataset_dict_splits_and_token_from_environment(hub, tmp_path, monkeypat
     assert len(hub.commits(f"{NAMESPACE}/splits", "dataset", branch="v1")) == 2
     back = datasets.load_dataset(f"{NAMESPACE}/splits", revision="v1", cache_dir=str(tmp_path / "c"))
     assert {k: v.to_dict() for k, v in back.items()} == {k: v.to_dict() for k, v in dd.items()}
+
+
+def test_builder_report_in_dataset_info_feeds_the_card(tmp_path):
+    import datasets
+    from huggingface_hub import DatasetCard
+
+    from hf_context_synthesis import SynthesisConfig, SynthesisReport
+    from hf_context_synthesis.hub import prepare_dataset_folder
+
+    report = SynthesisReport(seeds=3, requested=3, generated=2, cached=1, retried=4, synthesized=3, examples=3)
+    settings = SynthesisConfig(seed="org/seeds", random_seed=777).to_dict()
+    info = datasets.DatasetInfo(description=(
+        "Long-context instruction data synthesized by context synthesis (arXiv 2502.15592).\n\n"
+        f"Synthesis report:\n{report.to_json()}\n\nSettings:\n{json.dumps(settings, indent=2)}"
+    ))
+    ds = datasets.Dataset.from_dict({"task": ["a", "a", "b"], "num_tokens": [10, 20, 30]}, info=info)
+    stats = prepare_dataset_folder(ds, tmp_path, repo_id="o/d")
+    assert stats["examples_per_task"] == {"a": 2, "b": 1}
+    card = DatasetCard((tmp_path / "README.md").read_text())
+    assert "| retried | 4 |" in card.text and "| cached | 1 |" in card.text and "| random seed | 777 |" in card.text
+    assert card.data.source_datasets == ["org/seeds"]
+    assert (tmp_path / "length_histogram.png").is_file()
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["train-00000-of-00001.parquet"]
 
 
 def test_transient_commit_errors_are_retried_into_exactly_one_commit(hub, caplog):

@@ -71,7 +71,7 @@ class RecordedRequest:
 
     method: str
     path: str
-    headers: dict[str, str]
+    headers: dict[str, str]  # lower-case names
     body: bytes
     status: int = 0
 
@@ -526,7 +526,7 @@ class _Handler(BaseHTTPRequestHandler):
         body = self._read_body()
         split = urlsplit(self.path)
         headers = {k.lower(): v for k, v in self.headers.items()}
-        record = RecordedRequest(method, self.path, dict(self.headers.items()), body)
+        record = RecordedRequest(method, self.path, headers, body)
         with hub._lock:
             hub.requests.append(record)
         extra: dict[str, str] = {}
