@@ -319,7 +319,8 @@ def _write_dataset_shards(ds: Any, data_dir: Path, split: str, max_bytes: int) -
 
 
 def _copy_parquet_shards(files: list[Path], data_dir: Path, split: str, max_bytes: int) -> list[str]:
-    """Copy a split's parquet files, re-sharding with pyarrow when one is larger than ``max_bytes``."""
+    """Copy a split's parquet files, re-sharding with pyarrow when one is larger than ``max_bytes``
+    (new shards then hold about ``max_bytes`` of Arrow data each, at least one row)."""
     import pyarrow.parquet as pq
 
     if all(f.stat().st_size <= max_bytes for f in files):
@@ -332,15 +333,20 @@ def _copy_parquet_shards(files: list[Path], data_dir: Path, split: str, max_byte
     written = 0
     schema = pq.ParquetFile(files[0]).schema_arrow
     for f in files:
-        for batch in pq.ParquetFile(f).iter_batches(batch_size=256):
-            if writer is None or written >= max_bytes:
-                if writer is not None:
-                    writer.close()
-                tmp_names.append(data_dir / f".{split}-{len(tmp_names):05d}.tmp")
-                writer = pq.ParquetWriter(tmp_names[-1], schema)
-                written = 0
-            writer.write_batch(batch)
-            written += batch.nbytes
+        for batch in pq.ParquetFile(f).iter_batches(batch_size=64):
+            per_row = max(1, batch.nbytes // max(1, batch.num_rows))  # Arrow (in-memory) bytes per row
+            start = 0
+            while start < batch.num_rows:
+                if writer is None or written >= max_bytes:
+                    if writer is not None:
+                        writer.close()
+                    tmp_names.append(data_dir / f".{split}-{len(tmp_names):05d}.tmp")
+                    writer = pq.ParquetWriter(tmp_names[-1], schema)
+                    written = 0
+                piece = batch.slice(start, max(1, (max_bytes - written) // per_row))
+                writer.write_batch(piece)
+                written += per_row * piece.num_rows
+                start += piece.num_rows
     if writer is not None:
         writer.close()
     names = [f"{split}-{i:05d}-of-{len(tmp_names):05d}.parquet" for i in range(len(tmp_names))]

@@ -176,6 +176,20 @@ def test_builder_report_in_dataset_info_feeds_the_card(tmp_path):
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["train-00000-of-00001.parquet"]
 
 
+def test_folder_shards_larger_than_the_bound_are_resharded(synthesized_dir, tmp_path):
+    import pyarrow.parquet as pq
+
+    from hf_context_synthesis.hub import prepare_dataset_folder
+
+    source = sorted((synthesized_dir / "data").glob("*.parquet"))
+    bound = max(f.stat().st_size for f in source) // 3
+    prepare_dataset_folder(synthesized_dir, tmp_path / "out", repo_id="o/d", max_shard_size=bound)
+    shards = sorted((tmp_path / "out" / "data").glob("*.parquet"))
+    assert len(shards) > 1 and all(f.name.endswith(f"-of-{len(shards):05d}.parquet") for f in shards)
+    rows = [r for f in shards for r in pq.read_table(f).to_pylist()]
+    assert rows == [r for f in source for r in pq.read_table(f).to_pylist()]
+
+
 def test_transient_commit_errors_are_retried_into_exactly_one_commit(hub, caplog):
     import datasets
 
