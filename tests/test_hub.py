@@ -371,7 +371,7 @@ def _train_with_callback(tiny_model_dir: str, tmp_path: Path, callback, **args_k
 
 
 def test_callback_pushes_at_train_end(hub, tiny_model_dir, tmp_path):
-    from trainer_callbacks import HubPushCallback
+    from hf_context_synthesis.trainer_callbacks import HubPushCallback
 
     repo = f"{NAMESPACE}/cb-sync"
     cb = HubPushCallback(repo, token=TOKEN, dataset_repo_id=f"{NAMESPACE}/ctx-data", base_model="org/base")
@@ -390,7 +390,7 @@ def test_callback_pushes_at_train_end(hub, tiny_model_dir, tmp_path):
 
 
 def test_callback_background_pushes_every_save_and_waits_at_end(hub, tiny_model_dir, tmp_path):
-    from trainer_callbacks import HubPushCallback
+    from hf_context_synthesis.trainer_callbacks import HubPushCallback
 
     repo = f"{NAMESPACE}/cb-background"
     cb = HubPushCallback(repo, token=TOKEN, push_on_save=True, background=True)
@@ -404,7 +404,7 @@ def test_callback_background_pushes_every_save_and_waits_at_end(hub, tiny_model_
 
 def test_callback_raises_at_train_end_when_a_push_failed(hub, tiny_model_dir, tmp_path):
     from hf_context_synthesis.hub import HubPublishError
-    from trainer_callbacks import HubPushCallback
+    from hf_context_synthesis.trainer_callbacks import HubPushCallback
 
     cb = HubPushCallback("not-mine/cb", token=TOKEN, background=True)
     with pytest.raises(HubPublishError, match="not allowed to write to model repo not-mine/cb"):
