@@ -41,7 +41,7 @@ def test_converges_near_capacity_of_a_queueing_server(initial):
     capacity = 8
     with FakeTGIServer(latency=0.1, capacity=capacity) as srv:
         backend = adaptive(srv.url, initial)
-        assert backend.concurrency_limit == initial
+        assert backend.limiter.limit == initial and backend.concurrency_limit == 1  # baseline first
         ok, limits = asyncio.run(drive(backend, 600))
         assert ok == 600
         final = limits[-1]

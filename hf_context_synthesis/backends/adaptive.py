@@ -184,6 +184,11 @@ class AdaptiveLimiter:
         return max(self.min_limit, min(self.max_limit, int(self._limit)))
 
     @property
+    def admission_limit(self) -> int:
+        """Slots admitted now: ``min_limit`` while the baseline latency is measured, else :attr:`limit`."""
+        return self.limit if self._samples >= self.baseline_samples else self.min_limit
+
+    @property
     def in_flight(self) -> int:
         """Slots currently held."""
         return self._in_flight
@@ -240,11 +245,8 @@ class AdaptiveLimiter:
         finally:
             self._release(slot)
 
-    def _admits(self) -> int:
-        return self.limit if self._samples >= self.baseline_samples else self.min_limit
-
     async def _acquire(self) -> None:
-        if self._in_flight < self._admits() and not self._waiters:
+        if self._in_flight < self.admission_limit and not self._waiters:
             self._take()
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -268,7 +270,7 @@ class AdaptiveLimiter:
         self._window_peak = max(self._window_peak, self._in_flight)
 
     def _wake(self) -> None:
-        while self._waiters and self._in_flight < self._admits():
+        while self._waiters and self._in_flight < self.admission_limit:
             fut = self._waiters.popleft()
             if fut.done():
                 continue

@@ -446,6 +446,8 @@ class FleetBackend(GenerationBackend):
             member.stats.opened += 1
             member.retry_at = time.monotonic() + member.cooldown
             member.trial_in_flight = False
+            if member.probe_task is None or member.probe_task.done():
+                member.probe_task = asyncio.ensure_future(self._probe_loop(member))
             logger.warning("fleet endpoint %s taken out (%s); probing again in %.1fs", member.name, why, member.cooldown)
         elif new is CircuitState.CLOSED:
             member.cooldown = self.cooldown
@@ -529,5 +531,11 @@ class FleetBackend(GenerationBackend):
                 await asyncio.gather(*tasks, return_exceptions=True)
         for m in self._members:
             m.probe_task = None
+        for st in self.endpoint_stats():
+            if st.requests:
+                logger.info(
+                    "fleet endpoint %s: %s, %d attempts, %d ok, %d failed, %d overloaded, %d re-routed, opened %d times",
+                    st.endpoint, st.state, st.requests, st.successes, st.failures, st.overloads, st.rerouted, st.opened,
+                )
         for m in self._members:
             await m.backend.aclose()

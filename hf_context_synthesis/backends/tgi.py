@@ -246,7 +246,7 @@ class TGIBackend(GenerationBackend):
     @property
     def concurrency_limit(self) -> int:
         """Requests allowed in flight now: the adaptive limit, or ``max_concurrency`` when fixed."""
-        return self._limiter.limit if self._limiter is not None else self.config.max_concurrency
+        return self._limiter.admission_limit if self._limiter is not None else self.config.max_concurrency
 
     @property
     def limiter(self) -> AdaptiveLimiter | None:
@@ -557,6 +557,12 @@ class TGIBackend(GenerationBackend):
 
     async def aclose(self) -> None:
         """Close the HTTP client of the current event loop."""
+        if self._limiter is not None and self._limiter.stats().min_latency is not None:
+            st = self._limiter.stats()
+            logger.info(
+                "adaptive concurrency on %s: limit %d (peak %d; %d increases, %d decreases, %d overload signals)",
+                self.safe_endpoint, st.limit, st.peak_limit, st.increases, st.decreases, st.overloads,
+            )
         state, self._state = self._state, None
         if state is None:
             return
