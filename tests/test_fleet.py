@@ -97,6 +97,7 @@ def test_outage_opens_the_circuit_then_probes_it_back_in():
         path = [(a, b) for _, a, b, _ in st.transitions]
         assert path[:3] == [("closed", "open"), ("open", "half_open"), ("half_open", "closed")], st.transitions
         assert st.opened >= 1 and st.probe_failures >= 1 and st.failures >= 2
+        assert st.rerouted >= 1  # the requests in flight when it went down were moved, not failed
         assert st.state == "closed"
         # it served requests again after coming back
         assert flaky.stats().completed > marks["at_outage"]
@@ -199,3 +200,25 @@ def test_fatal_errors_are_not_rerouted_and_do_not_open_the_circuit():
         assert all(r.attempts == 1 for r in failed)
         assert set(fleet.states().values()) == {CircuitState.CLOSED}
         assert {e.endpoint: e.rejected for e in fleet.endpoint_stats()}[bad.url] == 3
+
+
+def test_429_is_busy_not_broken_and_adaptive_members_share_the_load():
+    # fleet of adaptive members; the first server answers 429 beyond 2 requests in flight
+    with servers({"latency": 0.03, "capacity": 8, "max_concurrent_requests": 2},
+                 {"latency": 0.03, "capacity": 8}) as stack:
+        busy, calm = stack.servers
+        config = SynthesisConfig(endpoint=[busy.url, calm.url], max_concurrency=16, adaptive_concurrency=True,
+                                 max_retries=20)
+        fleet = make_backend(config)
+        assert isinstance(fleet, FleetBackend) and all(m.limiter is not None for m in fleet.members)
+        for m in fleet.members:  # fast backoff for the test
+            m.config.backoff_base, m.config.backoff_max = 0.01, 0.05
+        fleet.retry_policy = fleet.members[0].config.retry_policy
+        results = run_requests(fleet, requests(300))
+        assert all(r.ok for r in results) and len({r.key for r in results}) == 300
+        st = {e.endpoint: e for e in fleet.endpoint_stats()}
+        assert busy.stats().faults.get("overloaded", 0) > 0 and st[busy.url].overloads > 0
+        assert st[busy.url].failures == 0 and st[busy.url].opened == 0 and st[busy.url].state == "closed"
+        assert fleet.members[0].limiter.stats().overloads > 0
+        assert 1 <= fleet.members[0].concurrency_limit <= 16
+        assert st[busy.url].successes > 0 and st[calm.url].successes > st[busy.url].successes

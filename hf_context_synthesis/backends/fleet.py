@@ -350,7 +350,14 @@ class FleetBackend(GenerationBackend):
                 self._on_alive(member)
                 logger.warning("fleet request %s rejected by %s: %s", request.key, member.name, exc.reason)
                 return GenerationResult(key=request.key, error=exc.reason, attempts=attempts)
-            except BaseException:
+            except Exception as exc:  # noqa: BLE001 - generate() must not raise for one request
+                self._release(member)
+                if member.state is CircuitState.HALF_OPEN:
+                    member.trial_in_flight = False
+                reason = f"unexpected {type(exc).__name__} on {member.name}"
+                logger.warning("fleet request %s failed: %s", request.key, reason)
+                return GenerationResult(key=request.key, error=reason, attempts=attempts)
+            except BaseException:  # cancellation
                 self._release(member)
                 if member.state is CircuitState.HALF_OPEN:
                     member.trial_in_flight = False
