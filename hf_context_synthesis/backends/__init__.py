@@ -4,15 +4,21 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .adaptive import AdaptiveLimiter
 from .base import GenerationBackend, GenerationRequest, GenerationResult, RequestQueue, run_requests
+from .fleet import EndpointStats, FleetBackend, NoHealthyEndpointError
 
 if TYPE_CHECKING:
     from ..config import SynthesisConfig
 
 __all__ = [
+    "AdaptiveLimiter",
+    "EndpointStats",
+    "FleetBackend",
     "GenerationBackend",
     "GenerationRequest",
     "GenerationResult",
+    "NoHealthyEndpointError",
     "RequestQueue",
     "make_backend",
     "run_requests",
@@ -58,6 +64,4 @@ def make_backend(config: "SynthesisConfig") -> GenerationBackend:
 
     if len(endpoints) == 1:
         return tgi(endpoints[0])
-    from .fleet import FleetBackend
-
     return FleetBackend([tgi(e) for e in endpoints])
