@@ -9,6 +9,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from .quality import QualityConfig, resolve_quality
+
 DEFAULT_GENERATOR_MODEL = "HuggingFaceTB/SmolLM2-360M-Instruct"
 
 #: Fields that do not change what is generated or composed: excluded from cache ids.
@@ -79,6 +81,11 @@ class SynthesisConfig:
         require_context_marker: Reject outputs without ``Context:`` (else use the whole text).
         max_generation_attempts: Tries per seed when the output is unusable (missing marker, empty,
             filtered); each retry changes the sampling seed.
+        quality: Quality filters (:class:`~hf_context_synthesis.quality.QualityConfig`, on by default):
+            minimum context length, refusals, short answers recoverable from the context, near-duplicate
+            contexts (MinHash, a post-pass in seed order) and answers leaked into the instruction.
+            ``None``/``True`` = defaults, a dict (JSON on the command line) overrides some settings,
+            ``False`` = the paper's plain parsing only.
 
     Composition:
         num_distractors: Distractor documents per example (the paper: 9, so 10 documents).
@@ -140,6 +147,7 @@ class SynthesisConfig:
     random_seed: int = 42
     require_context_marker: bool = True
     max_generation_attempts: int = 3
+    quality: QualityConfig | dict[str, Any] | bool | None = None
     # composition
     num_distractors: int = 9
     target_tokens: int | None = None
@@ -166,6 +174,7 @@ class SynthesisConfig:
     num_shards: int = 1
 
     def __post_init__(self) -> None:
+        self.quality = resolve_quality(self.quality)
         self.validate()
 
     # ------------------------------------------------------------------ validation
@@ -193,6 +202,11 @@ class SynthesisConfig:
         for name in ("context_words", "chunk_words", "max_new_tokens", "max_concurrency", "batch_size", "max_generation_attempts"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if self.quality and self.quality.min_context_words > self.max_new_tokens:
+            raise ValueError(
+                f"quality.min_context_words={self.quality.min_context_words} cannot be reached with "
+                f"max_new_tokens={self.max_new_tokens} (a word takes at least one token): lower it or pass quality=False"
+            )
         if self.num_shards < 1 or not 0 <= self.shard_index < self.num_shards:
             raise ValueError(f"need 0 <= shard_index < num_shards, got {self.shard_index} / {self.num_shards}")
         if self.num_distractors < 0:
@@ -237,6 +251,8 @@ class SynthesisConfig:
             value = getattr(self, f.name)
             if f.name in ("seed", "distractor_source", "documents"):
                 value = describe_source(value, self.seed_revision if f.name == "seed" else None)
+            if isinstance(value, QualityConfig):
+                value = value.to_dict()
             out[f.name] = value
         out["generator"] = self.generator_label()
         return out

@@ -89,7 +89,8 @@ def synthesize_rows(
         from .backends import make_backend
 
         backend = make_backend(config)
-    cache = cache or GenerationCache(default_cache_path(config, datasets_cache_dir))
+    if cache is None:  # not `cache or ...`: an empty GenerationCache is falsy (it has __len__)
+        cache = GenerationCache(default_cache_path(config, datasets_cache_dir))
     try:
         if config.mode == "instruction_synthesis":
             from .instruction_synthesis import instruction_rows

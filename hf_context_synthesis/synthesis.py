@@ -3,7 +3,8 @@
 :class:`ContextSynthesizer` turns every valid seed pair into one accepted context (or a recorded
 failure). Finished generations go to the :class:`~hf_context_synthesis.cache.GenerationCache` the
 moment they arrive; already-cached ones make no request. Unusable outputs (no ``Context:`` marker,
-empty, refused, filtered) are retried with a new sampling seed up to ``max_generation_attempts``.
+empty, refused, filtered) are retried with a new sampling seed up to ``max_generation_attempts``;
+see :mod:`hf_context_synthesis.quality` for the filters and the near-duplicate post-pass.
 """
 
 from __future__ import annotations
@@ -115,6 +116,11 @@ class ContextSynthesizer:
         validator: Output check (default: :func:`default_validator`).
         render: ``item -> chat messages`` of the request for one item (default: the synthesis prompt
             of a seed pair); with ``validator``, lets other generation tasks share this machinery.
+
+    With the default validator and prompt, ``config.quality`` also applies its seed-level check
+    (answer leaked into the instruction) and, after all generations are settled, the near-duplicate
+    post-pass over the accepted contexts in seed order (later duplicates fail with ``near_duplicate``).
+    Every seed ends up either accepted or in ``failures`` with its reason.
     """
 
     def __init__(
@@ -129,8 +135,19 @@ class ContextSynthesizer:
         self.config = config
         self.render = render
         self._backend = backend
-        self.cache = cache or GenerationCache(default_cache_path(config))
+        # not `cache or ...`: an empty GenerationCache is falsy (it has __len__)
+        self.cache = cache if cache is not None else GenerationCache(default_cache_path(config))
         self.validator = validator or default_validator(config)
+        quality = getattr(config, "quality", None)
+        #: The quality settings for seed-level checks and the near-duplicate post-pass (``None``: off).
+        self.quality = None
+        if quality is not False:
+            from .quality import QualityConfig
+
+            self.quality = quality if isinstance(quality, QualityConfig) else QualityConfig()
+        #: Whether the seed-level check and the near-duplicate post-pass run (default prompt and
+        #: validator only: other generation tasks, e.g. instruction synthesis, bring their own checks).
+        self.context_checks = render is None and validator is None and self.quality is not None
 
     def run(self, seeds: list[SeedExample] | None = None) -> SynthesisResult:
         """Synthesize (or read from cache) one context per seed. Blocking; see :meth:`arun`."""
@@ -177,7 +194,9 @@ class ContextSynthesizer:
         context_keys: dict[int, str] = {}
         failures: dict[int, str] = {}
         attempts: dict[int, int] = {}
-        key_to_seed: dict[str, int] = {}
+        #: request key -> seeds waiting for it (identical seed pairs share one request).
+        key_to_seeds: dict[str, list[int]] = {}
+        qconf = self.quality
 
         def messages_of(i: int) -> tuple[dict[str, str], ...]:
             if self.render is not None:
@@ -232,17 +251,37 @@ class ContextSynthesizer:
             while True:
                 req = make_request(i)
                 key_of[i] = req.key
+                waiting = key_to_seeds.get(req.key)
+                if waiting is not None:  # the same request is already in flight for an identical seed
+                    waiting.append(i)
+                    return None
                 cached = self.cache.get(req.key)
                 if cached is None:
-                    key_to_seed[req.key] = i
+                    key_to_seeds[req.key] = [i]
                     return req
                 report.cached += 1
                 if judge(i, cached):
                     return None
 
+        def seed_rejected(i: int) -> bool:
+            """Seed-level checks (before any request): flag or drop answers leaked into the instruction."""
+            if not self.context_checks or qconf is None or qconf.answer_in_instruction == "ignore":
+                return False
+            from .quality import answer_in_instruction
+
+            if not answer_in_instruction(seeds[i].instruction, seeds[i].answer, qconf):
+                return False
+            if qconf.answer_in_instruction == "drop":
+                fail(i, "answer_in_instruction")
+                return True
+            report.count("flagged", "answer_in_instruction")
+            return False
+
         def fresh_requests():
             for i in range(len(seeds)):
                 attempts[i] = 0
+                if seed_rejected(i):
+                    continue
                 req = schedule(i)
                 if req is not None:
                     yield req
@@ -251,23 +290,35 @@ class ContextSynthesizer:
         start = time.perf_counter()
         try:
             async for res in backend.stream(queue):
-                i = key_to_seed.pop(res.key)
+                waiting = key_to_seeds.pop(res.key, None)
+                if waiting is None:  # pragma: no cover - a backend answering a request twice
+                    logger.warning("ignoring an unexpected second result for request %s", res.key[:12])
+                    continue
                 report.retried += max(0, res.attempts - 1)
                 if res.ok:
                     self.cache.put(res.key, res.text, model=model_id, tokens_in=res.tokens_in, tokens_out=res.tokens_out)
                     report.generated += 1
                     report.tokens_in += res.tokens_in
                     report.tokens_out += res.tokens_out
-                if not res.ok:
-                    fail(i, res.error or "unknown")  # the backend already retried transient errors
-                elif not judge(i, res.text):
-                    nxt = schedule(i)
-                    if nxt is not None:
-                        queue.push(nxt)
+                for i in waiting:
+                    if not res.ok:
+                        fail(i, res.error or "unknown")  # the backend already retried transient errors
+                    elif not judge(i, res.text):
+                        nxt = schedule(i)
+                        if nxt is not None:
+                            queue.push(nxt)
         finally:
             report.wall_time_s = time.perf_counter() - start
             bar.close()
+        for i in range(len(seeds)):  # every seed is accounted for, whatever the backend did
+            if i not in context_keys and i not in failures:
+                logger.warning("seed %s got no result from the backend; recorded as failed", seeds[i].seed_id)
+                failures[i] = "no_result"
+                report.count("failure", "no_result")
+        if self.context_checks and qconf is not None and qconf.near_duplicate_threshold is not None:
+            self._drop_near_duplicates(seeds, context_keys, failures, report, qconf)
         report.failed = len(failures)
+        report.failed_seeds = {str(getattr(seeds[i], "seed_id", i)): failures[i] for i in sorted(failures)}
         report.filtered = sum(report.filter_reasons.values())
         report.synthesized = len(context_keys)
         return SynthesisResult(
@@ -279,3 +330,35 @@ class ContextSynthesizer:
             cache=self.cache,
             require_marker=config.require_context_marker,
         )
+
+    def _drop_near_duplicates(
+        self,
+        seeds: list[SeedExample],
+        context_keys: dict[int, str],
+        failures: dict[int, str],
+        report: SynthesisReport,
+        qconf: Any,
+    ) -> None:
+        """Move accepted contexts that near-duplicate an earlier one (in seed order) to ``failures``."""
+        from .quality import find_near_duplicates
+
+        require = self.config.require_context_marker
+
+        def texts():
+            for i in sorted(context_keys):
+                text = self.cache.get(context_keys[i])
+                yield i, (parse_context(text or "", require_marker=require) or "")
+
+        duplicates = find_near_duplicates(
+            texts(),
+            qconf.near_duplicate_threshold,
+            shingle_words=qconf.shingle_words,
+            num_perm=qconf.num_perm,
+        )
+        for i, first in sorted(duplicates.items()):
+            logger.debug("seed %s: context near-duplicates seed %s's; dropped", seeds[i].seed_id, seeds[first].seed_id)
+            del context_keys[i]
+            failures[i] = "near_duplicate"
+            report.count("failure", "near_duplicate")
+        if duplicates:
+            logger.info("Dropped %d near-duplicate contexts", len(duplicates))
