@@ -1,0 +1,151 @@
+"""Faults end to end: the real pipeline against the loopback TGI server with injected faults.
+
+For every fault the run completes, the report accounts for every seed
+(``synthesized + failed + rejected_rows == seeds``), no seed yields two rows, and every seed that got
+no row is listed in ``report.failed_seeds`` with its reason.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import datasets
+import pytest
+
+from hf_context_synthesis.backends.tgi import TGIBackend, TGIBackendConfig
+from hf_context_synthesis.cache import GenerationCache
+from hf_context_synthesis.config import SynthesisConfig
+from hf_context_synthesis.pipeline import synthesize_rows
+from hf_context_synthesis.testing.fake_tgi import FakeTGIServer
+
+TASKS = {"hotpotqa": 6, "qasper": 6, "govreport": 4}
+N_SEEDS = sum(TASKS.values())
+
+
+@pytest.fixture
+def fault_seeds(tmp_path: Path, seeds_dir: Path) -> Path:
+    """16 real seeds: short answers (hotpotqa, qasper) and summaries (govreport)."""
+    out = tmp_path / "seeds"
+    out.mkdir()
+    for task, n in TASKS.items():
+        lines = (seeds_dir / f"{task}.jsonl").read_text(encoding="utf-8").splitlines()[:n]
+        (out / f"{task}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return out
+
+
+def run_pipeline(srv: FakeTGIServer, seeds: Path, tmp_path: Path, *, timeout: float = 5.0, max_retries: int = 10,
+                 concurrency: int = 4, cache_name: str = "gen", **overrides):
+    """``synthesize_rows`` with the endpoint and a fast-retrying backend; returns ``(rows, report, config)``."""
+    config = SynthesisConfig(seed=str(seeds), endpoint=srv.url, num_distractors=2, progress=False,
+                             max_concurrency=concurrency, timeout=timeout, max_retries=max_retries, **overrides)
+    backend = TGIBackend(TGIBackendConfig(endpoint=srv.url, max_concurrency=concurrency, timeout=timeout,
+                                          max_retries=max_retries, backoff_base=0.02, backoff_max=0.2))
+    cache = GenerationCache(str(tmp_path / f"{cache_name}.sqlite"))
+    try:
+        rows, report = synthesize_rows(config, backend=backend, cache=cache)
+        rows = list(rows)
+    finally:
+        cache.close()
+    return rows, report, config
+
+
+def all_seed_ids(seeds: Path) -> set[str]:
+    return {f"{task}/{i}" for task, n in TASKS.items() for i in range(n)}
+
+
+def check_accounting(rows, report, seeds: Path) -> set[str]:
+    """Every seed exactly once: a row or a recorded failure. Returns the failed seed ids."""
+    ids = [row["seed_id"] for row in rows]
+    assert len(ids) == len(set(ids)), "a seed produced two rows"
+    failed = set(report.failed_seeds)
+    assert set(ids) | failed == all_seed_ids(seeds) and not set(ids) & failed
+    assert report.seeds == N_SEEDS and report.accounted
+    assert report.synthesized == len(rows) == report.examples
+    assert report.failed == len(failed) == sum(report.failure_reasons.values())
+    return failed
+
+
+@pytest.mark.parametrize("kind", ["http_503", "http_429", "timeout", "drop", "garbage"])
+def test_transport_faults_are_retried_until_every_seed_is_done(kind, fault_seeds, tmp_path):
+    with FakeTGIServer(latency=0.01, capacity=4, faults={kind: 0.3}, retry_after=0.05, hang_seconds=1.0) as srv:
+        rows, report, _ = run_pipeline(srv, fault_seeds, tmp_path, timeout=0.3)
+        stats = srv.stats()
+    injected = stats.faults[kind]
+    assert injected >= 2, f"the fault {kind} never fired"
+    assert check_accounting(rows, report, fault_seeds) == set()
+    assert report.retried == injected  # one extra attempt per injected fault, no more
+    assert report.generated == N_SEEDS and report.filtered == 0
+
+
+@pytest.mark.parametrize(
+    "kind,reason", [("empty", "empty_generation"), ("refusal", "refusal"), ("no_prefix", "missing_context_marker")]
+)
+def test_bad_generations_are_retried_with_a_new_seed_then_recorded(kind, reason, fault_seeds, tmp_path):
+    with FakeTGIServer(latency=0.0, capacity=4, faults={kind: 0.5}, seed=3) as srv:
+        rows, report, config = run_pipeline(srv, fault_seeds, tmp_path, max_generation_attempts=3)
+        stats = srv.stats()
+    failed = check_accounting(rows, report, fault_seeds)
+    assert report.filter_reasons == {reason: stats.faults[kind]} and report.filtered == stats.faults[kind]
+    assert all(r == reason for r in report.failed_seeds.values())
+    # the failed seeds are exactly those whose every attempt was bad: asked max_generation_attempts times
+    exhausted = sum(1 for n in stats.per_prompt.values() if n == config.max_generation_attempts)
+    assert report.failed == len(failed) and len(failed) <= exhausted
+    assert report.generated == stats.generation_requests == N_SEEDS + stats.faults[kind]
+
+
+def test_permanent_request_errors_are_recorded_and_retried_on_rerun(fault_seeds, tmp_path):
+    with FakeTGIServer(latency=0.0, capacity=4, faults={"http_422": 2}) as srv:
+        rows, report, _ = run_pipeline(srv, fault_seeds, tmp_path)
+        failed = check_accounting(rows, report, fault_seeds)
+        assert len(failed) == 2 and all("422" in r for r in report.failed_seeds.values())
+        assert report.retried == 0  # a validation error is not retried
+        # the rerun reuses the 14 cached contexts and asks again for the two lost ones only
+        rows2, report2, _ = run_pipeline(srv, fault_seeds, tmp_path)
+    assert check_accounting(rows2, report2, fault_seeds) == set()
+    assert report2.cached == N_SEEDS - 2 and report2.generated == 2
+
+
+def test_server_dies_and_comes_back(fault_seeds, tmp_path):
+    with FakeTGIServer(latency=0.05, capacity=2) as srv:
+        timer = threading.Timer(0.15, srv.outage, args=(1.0,))
+        timer.start()
+        try:
+            rows, report, _ = run_pipeline(srv, fault_seeds, tmp_path, concurrency=2, max_retries=30)
+        finally:
+            timer.join()
+        stats = srv.stats()
+    assert stats.outages == 1 and report.retried > 0
+    assert check_accounting(rows, report, fault_seeds) == set()
+    assert report.wall_time_s >= 1.0  # it did wait the outage out
+
+
+def test_transport_failures_after_the_retries_are_recorded(fault_seeds, tmp_path):
+    with FakeTGIServer(latency=0.0, capacity=4, faults={"http_500": 0.6}, seed=1) as srv:
+        rows, report, _ = run_pipeline(srv, fault_seeds, tmp_path, max_retries=1)
+        stats = srv.stats()
+    failed = check_accounting(rows, report, fault_seeds)
+    assert failed, "with one retry and 60% errors some seeds must fail"
+    assert all("500" in reason for reason in report.failed_seeds.values())
+    # every 500 either caused the one retry of its seed or, on the retry, the seed's failure
+    assert report.retried == sum(n - 1 for n in stats.per_prompt.values())
+    assert stats.faults["http_500"] == report.retried + report.failed
+
+
+def test_mixed_faults_through_load_dataset(fault_seeds, tmp_path):
+    faults = {"http_503": 0.15, "drop": 0.05, "garbage": 0.05, "refusal": 0.1, "no_prefix": 0.05}
+    with FakeTGIServer(latency=0.01, capacity=8, faults=faults, retry_after=0.02, seed=5) as srv:
+        ds = datasets.load_dataset(
+            "context_synthesis", seed=str(fault_seeds), endpoint=srv.url, num_distractors=2, max_concurrency=8,
+            timeout=5.0, split="train", cache_dir=str(tmp_path / "ds"), generation_cache_dir=str(tmp_path / "gen"),
+        )
+        stats = srv.stats()
+    assert sum(stats.faults.values()) > 0
+    report = json.loads(ds.info.description.split("Synthesis report:\n", 1)[1].split("\n\nSettings:", 1)[0])
+    ids = ds["seed_id"]
+    assert len(ids) == len(set(ids)) == report["synthesized"]
+    assert set(ids) | set(report["failed_seeds"]) == all_seed_ids(fault_seeds)
+    assert report["synthesized"] + report["failed"] + report["rejected_rows"] == report["seeds"] == N_SEEDS
+    assert report["filter_reasons"].get("refusal", 0) == stats.faults.get("refusal", 0)
+    assert report["filter_reasons"].get("missing_context_marker", 0) == stats.faults.get("no_prefix", 0)
