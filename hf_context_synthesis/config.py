@@ -82,10 +82,13 @@ class SynthesisConfig:
         max_generation_attempts: Tries per seed when the output is unusable (missing marker, empty,
             filtered); each retry changes the sampling seed.
         quality: Quality filters (:class:`~hf_context_synthesis.quality.QualityConfig`, on by default):
-            minimum context length, refusals, short answers recoverable from the context, near-duplicate
-            contexts (MinHash, a post-pass in seed order) and answers leaked into the instruction.
-            ``None``/``True`` = defaults, a dict (JSON on the command line) overrides some settings,
-            ``False`` = the paper's plain parsing only.
+            minimum context length (100 words; at most ``context_words`` and ``max_new_tokens``),
+            refusals, short answers (<= 5 words) recoverable from the context, near-duplicate
+            contexts (MinHash on word 5-shingles, Jaccard >= 0.9, a post-pass in seed order: the first
+            is kept) and short answers leaked into the instruction (flagged in the report). Rejected
+            outputs are retried like unparsable ones; reasons go to the report. ``None``/``True`` =
+            defaults, a dict (JSON on the command line) overrides some settings, ``False`` = the
+            paper's plain parsing only.
 
     Composition:
         num_distractors: Distractor documents per example (the paper: 9, so 10 documents).
@@ -202,10 +205,11 @@ class SynthesisConfig:
         for name in ("context_words", "chunk_words", "max_new_tokens", "max_concurrency", "batch_size", "max_generation_attempts"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
-        if self.quality and self.quality.min_context_words > self.max_new_tokens:
+        if self.quality and self.quality.min_context_words > min(self.max_new_tokens, self.context_words):
             raise ValueError(
-                f"quality.min_context_words={self.quality.min_context_words} cannot be reached with "
-                f"max_new_tokens={self.max_new_tokens} (a word takes at least one token): lower it or pass quality=False"
+                f"quality.min_context_words={self.quality.min_context_words} exceeds context_words={self.context_words} "
+                f"or max_new_tokens={self.max_new_tokens} (a word takes at least one token): lower it, e.g. "
+                f"quality={{'min_context_words': {min(self.max_new_tokens, self.context_words) // 2}}}, or pass quality=False"
             )
         if self.num_shards < 1 or not 0 <= self.shard_index < self.num_shards:
             raise ValueError(f"need 0 <= shard_index < num_shards, got {self.shard_index} / {self.num_shards}")

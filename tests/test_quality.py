@@ -149,8 +149,11 @@ def test_quality_setting_forms_and_cache_identity():
         resolve_quality({"min_words": 3})
     with pytest.raises(ValueError, match="near_duplicate_threshold"):
         SynthesisConfig(seed="s", quality={"near_duplicate_threshold": 1.5})
-    with pytest.raises(ValueError, match="cannot be reached with max_new_tokens=12"):
+    with pytest.raises(ValueError, match="max_new_tokens=12"):
         SynthesisConfig(seed="s", max_new_tokens=12)
+    with pytest.raises(ValueError, match="exceeds context_words=50"):
+        SynthesisConfig(seed="s", context_words=50)
+    assert SynthesisConfig(seed="s", context_words=50, quality={"min_context_words": 25}).quality.min_context_words == 25
     with pytest.raises(TypeError, match="quality must be"):
         SynthesisConfig(seed="s", quality="strict")
 
