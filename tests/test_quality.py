@@ -305,3 +305,18 @@ def test_bad_outputs_are_retried_then_failed_with_their_reason(tmp_path):
     assert calls["Archive 0"] == 3 and calls["Archive 1"] == 2
     assert result.report.filter_reasons == {"too_short": 3, "answer_not_in_context": 1}
     assert result.report.filtered == 4 and result.report.accounted
+
+
+def test_identical_seeds_share_one_request_and_the_copy_is_a_near_duplicate(tmp_path):
+    rows = [{"instruction": f"Which archive holds record {i}?", "answer": f"Archive {i}"} for i in range(4)]
+    rows.append(dict(rows[1]))  # an exact copy of seed 1
+    seed = datasets.Dataset.from_list(rows)
+    with FakeTGIServer(latency=0.05, capacity=8) as srv:
+        config = SynthesisConfig(seed=seed, task="records", endpoint=srv.url, progress=False)
+        backend = TGIBackend(TGIBackendConfig(endpoint=srv.url, max_concurrency=8))
+        cache = GenerationCache(str(tmp_path / "same.sqlite"))
+        result = ContextSynthesizer(config, backend=backend, cache=cache).run()
+        cache.close()
+        assert srv.stats().generation_requests == 4
+    assert result.failures == {4: "near_duplicate"} and result.report.accounted
+    assert result.report.failed_seeds == {"records/4": "near_duplicate"}
