@@ -275,7 +275,6 @@ class ContextSynthesisSFTTrainer(trl.SFTTrainer):
         return path
 
 
-
 class _SummaryCallback(TrainerCallback):
     """Writes :data:`SUMMARY_FILE` at train end, before callbacks that read it (``HubPushCallback``)."""
 
@@ -296,17 +295,12 @@ def _column_names(dataset: Any) -> list[str]:
 
 
 def _packing_stats(packed: Any, source_rows: int | None, max_length: int) -> dict[str, Any]:
+    from .packing import get_packing_stats
+
     stats: dict[str, Any] = {"source_rows": source_rows}
-    if "seq_lengths" not in _column_names(packed) or not hasattr(packed, "__len__"):
-        return stats
-    lengths = packed["seq_lengths"]
-    real = sum(sum(x) for x in lengths)
-    stats.update(
-        packs=len(lengths),
-        packed_sequences=sum(len(x) for x in lengths),
-        real_tokens=real,
-        fill_ratio=round(real / (len(lengths) * max_length), 6) if lengths else 0.0,
-    )
+    found = get_packing_stats(packed, max_length) if hasattr(packed, "__len__") else getattr(packed, "packing_stats", None)
+    if found is not None:
+        stats.update(found.to_dict())
     return stats
 
 
@@ -327,9 +321,11 @@ def build_trainer(
     Args:
         model: A causal LM or a model id/folder (loaded with ``sft_config.model_init_kwargs``).
         tokenizer: Tokenizer with a chat template (used to tokenize raw rows and saved with the model).
-        train_dataset: Raw composed rows (a ``messages`` column: tokenized and packed here with
-            :func:`~hf_context_synthesis.packing.prepare_packed_dataset`) or already packed rows
-            (an ``input_ids`` column: used as they are).
+        train_dataset: Composed rows (``messages``) or tokenized rows (``input_ids``, ``labels``): packed
+            here with :func:`~hf_context_synthesis.packing.prepare_packed_dataset`; rows already packed
+            (``input_ids`` and ``seq_lengths``) are used as they are. The collator is a
+            :class:`~hf_context_synthesis.packing.PackedDataCollator` (``pad_to_multiple_of`` from the
+            ``SFTConfig`` when it is an integer).
         sft_config: Default :func:`default_sft_config` into ``./context-synthesis-sft``.
         packing: A ``PackingConfig``; default one with ``max_length=sft_config.max_length``.
         callbacks: Extra ``TrainerCallback`` s. ``ThroughputCallback`` and ``LongContextProbeCallback``
@@ -355,12 +351,12 @@ def build_trainer(
 
     def pack(dataset: Any, name: str) -> tuple[Any, int | None]:
         columns = _column_names(dataset)
-        if "input_ids" in columns:
-            return dataset, None
-        if "messages" not in columns:
+        if "input_ids" in columns and "seq_lengths" in columns:
+            return dataset, None  # already packed
+        if "messages" not in columns and "input_ids" not in columns:
             raise ValueError(
-                f"{name}: expected composed rows with a 'messages' column or packed rows with 'input_ids'; "
-                f"got columns {columns}"
+                f"{name}: expected composed rows ('messages'), tokenized rows ('input_ids', 'labels') or packed "
+                f"rows ('input_ids', 'seq_lengths'); got columns {columns}"
             )
         n = len(dataset) if hasattr(dataset, "__len__") else None
         return prepare_packed_dataset(dataset, tokenizer, packing), n
@@ -368,8 +364,12 @@ def build_trainer(
     packed_train, n_rows = pack(train_dataset, "train_dataset")
     packed_eval = pack(eval_dataset, "eval_dataset")[0] if eval_dataset is not None else None
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    multiple = sft_config.pad_to_multiple_of if isinstance(sft_config.pad_to_multiple_of, int) else None
     collator = PackedDataCollator(
-        pad_token_id=pad_id, return_flash_kwargs=packing.return_flash_kwargs, loss_weighting=packing.loss_weighting
+        pad_token_id=pad_id,
+        return_flash_kwargs=packing.return_flash_kwargs,
+        loss_weighting=packing.loss_weighting,
+        pad_to_multiple_of=multiple,
     )
     trainer = ContextSynthesisSFTTrainer(
         model=model,

@@ -1,0 +1,238 @@
+"""TRL training path on CPU: build_trainer + ContextSynthesisSFTTrainer, LongAlign weighting, callbacks, CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+pytest.importorskip("trl")
+datasets = pytest.importorskip("datasets")
+
+from hf_context_synthesis import SeedExample, SynthesisConfig, compose_examples  # noqa: E402
+from hf_context_synthesis.packing import PackingConfig, longalign_loss  # noqa: E402
+from hf_context_synthesis.trainer_callbacks.probe import LongContextProbeCallback  # noqa: E402
+from hf_context_synthesis.trainer_callbacks.throughput import ThroughputCallback  # noqa: E402
+from hf_context_synthesis.training import (  # noqa: E402
+    SUMMARY_FILE,
+    ContextSynthesisSFTTrainer,
+    build_trainer,
+    default_sft_config,
+)
+
+
+def composed_rows(seeds_dir: Path, tasks=("hotpotqa", "musique"), per_task: int = 6, num_distractors: int = 3):
+    """Composed rows from real seeds with short stand-in contexts that state the answer."""
+    seeds = []
+    for task in tasks:
+        for j, line in enumerate((seeds_dir / f"{task}.jsonl").read_text(encoding="utf-8").splitlines()[:per_task]):
+            rec = json.loads(line)
+            seeds.append(SeedExample(task=task, instruction=rec["instruction"], answer=rec["answer"], seed_id=f"{task}/{j}"))
+    texts = {i: f"Document {i}. The answer is {s.answer[:80]}." for i, s in enumerate(seeds)}
+    config = SynthesisConfig(seed="unused", num_distractors=num_distractors)
+    return list(compose_examples(seeds, texts.__getitem__, sorted(texts), config, generator="test"))
+
+
+@pytest.fixture(scope="module")
+def rows(seeds_dir):
+    return composed_rows(seeds_dir)
+
+
+@pytest.fixture(scope="module")
+def tok(tiny_model_dir):
+    return transformers.AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+def _chat_len(tok, row) -> int:
+    return len(tok.apply_chat_template(row["messages"], tokenize=True, return_dict=True)["input_ids"])
+
+
+def _config(tmp_path, **kw):
+    base = dict(
+        max_steps=5,
+        learning_rate=3e-3,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        activation_checkpointing=False,
+        save_strategy="no",
+        use_cpu=True,
+        disable_tqdm=True,
+        seed=0,
+    )
+    base.update(kw)
+    return default_sft_config(str(tmp_path / "out"), **base)
+
+
+def test_default_sft_config_is_set_up_for_prepacked_data(tmp_path):
+    cfg = default_sft_config(str(tmp_path), warmup_ratio=0.05)
+    assert cfg.dataset_kwargs == {"skip_prepare_dataset": True}
+    assert cfg.remove_unused_columns is False and cfg.packing is False
+    assert cfg.per_device_train_batch_size == 1 and cfg.max_length == 32768
+    assert cfg.learning_rate == 2e-5 and str(getattr(cfg.lr_scheduler_type, "value", cfg.lr_scheduler_type)) == "cosine"
+    assert cfg.num_train_epochs == 2 and cfg.warmup_steps == 0.05
+    assert cfg.bf16 == bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+
+
+def test_sft_run_loss_decreases_and_callbacks_log(tmp_path, rows, tok, tiny_model_dir):
+    """Five steps on one repeated example: the loss goes down; throughput and probe metrics are logged."""
+    row = rows[0]
+    length = _chat_len(tok, row)
+    train = datasets.Dataset.from_list([row] * 12)
+    model = transformers.AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    probe = LongContextProbeCallback(rows[1:3], every_n_steps=2, max_new_tokens=3, at_train_end=False)
+    throughput = ThroughputCallback()
+    trainer = build_trainer(
+        model,
+        tok,
+        train,
+        _config(tmp_path, max_length=length),
+        packing=PackingConfig(max_length=length, shuffle_seed=None),
+        callbacks=[throughput, probe],
+    )
+    assert isinstance(trainer, ContextSynthesisSFTTrainer)
+    # one example per pack: every batch is the same sequence
+    first = trainer.train_dataset[0]
+    assert all(trainer.train_dataset[i]["input_ids"] == first["input_ids"] for i in range(len(trainer.train_dataset)))
+    trainer.train()
+    history = trainer.state.log_history
+    losses = [h["loss"] for h in history if "loss" in h]
+    assert len(losses) == 5 and all(math.isfinite(x) for x in losses)
+    assert losses[-1] < losses[0] - 0.05, losses
+    # throughput: from the PackedDataCollator counters, no padding with one packed row per batch
+    steps = [h for h in history if "loss" in h]
+    assert throughput.source == "collator"
+    for h in steps[:-1]:
+        assert 0 < h["padding_efficiency"] <= 1 and h["train_tokens_per_second"] > 0
+    assert steps[-1]["train_real_tokens"] >= 5 * length
+    # probe: at steps 2 and 4 only, model back in train mode
+    assert sorted(h["step"] for h in history if "probe/accuracy@begin" in h) == [2, 4]
+    assert all(0 <= h["probe/f1@end"] <= 1 for h in history if "probe/f1@end" in h)
+    assert trainer.model.training
+    summary = json.loads((tmp_path / "out" / SUMMARY_FILE).read_text())
+    assert summary["packing"]["max_length"] == length
+    assert summary["packing_stats"]["num_rows"] == 12 and summary["packing_stats"]["num_examples"] == 12
+    assert summary["hyperparameters"]["learning_rate"] == 3e-3 and summary["global_step"] == 5
+
+
+def test_example_weighting_uses_longalign_loss(tmp_path, rows, tok, tiny_model_dir):
+    lengths = sorted(_chat_len(tok, r) for r in rows)
+    max_length = lengths[0] + lengths[1] + 8  # at least two examples fit in some packs
+    model = transformers.AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    packing = PackingConfig(max_length=max_length, loss_weighting="example")
+    trainer = build_trainer(
+        model, tok, datasets.Dataset.from_list(rows), _config(tmp_path, max_steps=2, max_length=max_length), packing
+    )
+    packed = [trainer.train_dataset[i] for i in range(len(trainer.train_dataset))]
+    assert max(len(r["seq_lengths"]) for r in packed) >= 2
+    # two packed rows whose answers differ in length (the collator concatenates a batch's rows), so
+    # that per-example weighting differs from the per-token mean
+    n_answer = [sum(1 for x in r["labels"] if x != -100) for r in packed]
+    a = max(range(len(packed)), key=n_answer.__getitem__)
+    b = min(range(len(packed)), key=n_answer.__getitem__)
+    assert n_answer[a] > n_answer[b]
+    batch = trainer.data_collator([packed[a], packed[b]])
+    assert "loss_weights" in batch and "attention_mask" not in batch
+    model.eval()
+    with torch.no_grad():
+        # a random tiny model predicts ~uniformly (every token's loss ~log V); spread its logits so
+        # that per-token losses differ and the weighting shows
+        model.get_input_embeddings().weight.mul_(30)
+        got = trainer.compute_loss(model, dict(batch))
+        inputs = {k: v for k, v in batch.items() if k not in ("labels", "loss_weights")}
+        logits = model(**inputs).logits
+        expected = longalign_loss(logits, batch["labels"], batch["loss_weights"])
+        shift_labels = batch["labels"][:, 1:]
+        token_mean = torch.nn.functional.cross_entropy(
+            logits[:, :-1].reshape(-1, logits.shape[-1]), shift_labels.reshape(-1), ignore_index=-100
+        )
+    assert torch.allclose(got, expected, atol=1e-5)
+    assert not torch.allclose(got, token_mean, atol=1e-4)  # the weights change the loss
+    model.train()
+    trainer.train()
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    assert len(losses) == 2 and all(math.isfinite(x) for x in losses)
+
+
+def test_build_trainer_rejects_unknown_columns(tmp_path, tok, tiny_model_dir):
+    with pytest.raises(ValueError, match="messages"):
+        build_trainer(tiny_model_dir, tok, datasets.Dataset.from_list([{"text": "hi"}]), _config(tmp_path))
+
+
+def _write_parquet_dataset(rows, folder: Path) -> Path:
+    from hf_context_synthesis.schema import ROW_FEATURES
+
+    (folder / "data").mkdir(parents=True)
+    datasets.Dataset.from_list(rows, features=ROW_FEATURES).to_parquet(str(folder / "data" / "train-00000-of-00001.parquet"))
+    return folder
+
+
+CLI_SPEED = ["--activation_checkpointing", "false", "--save_strategy", "no", "--use_cpu", "true", "--disable_tqdm", "true"]
+
+
+def test_cli_train_writes_model_and_summary(tmp_path, rows, tiny_model_dir):
+    from hf_context_synthesis.cli import main
+
+    data = _write_parquet_dataset(rows, tmp_path / "synth")
+    out = tmp_path / "model"
+    argv = ["train", "--model", tiny_model_dir, "--dataset", str(data), "--output", str(out)]
+    rc = main([*argv, "--max-steps", "2", "--max_length", "1024", "--learning_rate", "1e-4", *CLI_SPEED])
+    assert rc == 0
+    assert (out / "config.json").exists() and (out / "tokenizer_config.json").exists()
+    assert list(out.glob("*.safetensors"))
+    summary = json.loads((out / SUMMARY_FILE).read_text())
+    assert summary["base_model"] == tiny_model_dir and summary["dataset"] == str(data)
+    assert summary["packing"]["max_length"] == 1024 and summary["packing"]["loss_weighting"] == "token"
+    assert summary["packing_stats"]["source_rows"] == len(rows)
+    hp = summary["hyperparameters"]
+    assert hp["learning_rate"] == 1e-4 and hp["max_steps"] == 2 and hp["lr_scheduler_type"] == "cosine"
+    assert summary["global_step"] == 2
+    reloaded = transformers.AutoModelForCausalLM.from_pretrained(out)
+    assert reloaded.config.vocab_size > 0
+
+
+def test_cli_yaml_config_and_flag_precedence(tmp_path, rows, tiny_model_dir, monkeypatch):
+    import yaml
+
+    from hf_context_synthesis.cli import main
+
+    data = _write_parquet_dataset(rows, tmp_path / "synth")
+    out = tmp_path / "model"
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "model": tiny_model_dir,
+                "dataset": str(data),
+                "output": str(out),
+                "max_steps": 3,
+                "max_length": 768,
+                "loss_weighting": "example",
+                "learning_rate": 5e-4,
+                "activation_checkpointing": False,
+                "save_strategy": "no",
+                "use_cpu": True,
+                "probe_every_steps": 1,
+                "probe_examples": 2,
+                "probe_max_new_tokens": 2,
+                "env": {"CONTEXT_SYNTHESIS_TEST_ENV": "set-by-yaml"},
+            }
+        )
+    )
+    monkeypatch.setenv("CONTEXT_SYNTHESIS_TEST_ENV", "unset")  # restored after the test
+    rc = main(["train", "--config", str(cfg), "--max_steps", "1", "--disable_tqdm", "true"])
+    assert rc == 0
+    summary = json.loads((out / SUMMARY_FILE).read_text())
+    assert summary["global_step"] == 1  # the flag beats the file
+    assert summary["hyperparameters"]["learning_rate"] == 5e-4 and summary["hyperparameters"]["max_length"] == 768
+    assert summary["packing"]["loss_weighting"] == "example" and summary["packing"]["max_length"] == 768
+    assert summary["packing_stats"]["source_rows"] == len(rows) - 2  # probe rows held out of training
+    assert os.environ.get("CONTEXT_SYNTHESIS_TEST_ENV") == "set-by-yaml"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"model": tiny_model_dir, "not_a_field": 1}))
+    assert main(["train", "--config", str(bad)]) == 2
+    assert main(["train", "--model", tiny_model_dir, "--output", str(out)]) == 2  # no --dataset
