@@ -1,6 +1,7 @@
 """``context-synthesis``: the command-line entry point.
 
-Subcommands: ``synthesize`` (here), ``train``, ``push-dataset``, ``push-model`` and ``evaluate``
+Subcommands: ``synthesize`` and ``merge`` (here), ``train``, ``push-dataset``, ``push-model``,
+``evaluate`` and ``run`` (a whole recipe)
 (each implemented by its module's ``add_cli_arguments``/``run_cli`` pair).
 """
 
@@ -23,6 +24,7 @@ SUBCOMMANDS = {
     "push-dataset": ("hub", "add_push_dataset_arguments", "run_push_dataset", "Publish a dataset to the Hub."),
     "push-model": ("hub", "add_push_model_arguments", "run_push_model", "Publish a tuned model to the Hub."),
     "evaluate": ("evaluation", "add_cli_arguments", "run_cli", "LongBench document-level evaluation."),
+    "run": ("recipe", "add_cli_arguments", "run_cli", "Run a recipe: synthesize -> train -> evaluate -> push."),
 }
 
 
@@ -97,7 +99,8 @@ def run_merge(args: argparse.Namespace) -> int:
     return 0 if report.failed == 0 else 1
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The ``context-synthesis`` parser; ``only`` imports just that subcommand's module (fast start)."""
     parser = argparse.ArgumentParser(prog="context-synthesis", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     syn = sub.add_parser("synthesize", help="Synthesize contexts and write a dataset folder.")
@@ -108,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     merge.add_argument("--shard-cache", nargs="+", required=True, help="generations.sqlite of every shard.")
     merge.set_defaults(_run=run_merge)
     for name, (module, add_fn, run_fn, help_text) in SUBCOMMANDS.items():
+        if only is not None and name != only:
+            sub.add_parser(name, help=help_text)
+            continue
         try:
             mod = importlib.import_module(f"hf_context_synthesis.{module}")
             add, run = getattr(mod, add_fn), getattr(mod, run_fn)
@@ -121,7 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(only=command if command in SUBCOMMANDS else None)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=getattr(logging, str(getattr(args, "log_level", "INFO")).upper(), logging.INFO),
@@ -130,11 +138,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except (ValueError, TypeError) as err:
-        from .seeds import SeedError
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:  # clear one-line errors for the failures a user can act on
+        from .backends.fleet import NoHealthyEndpointError
+        from .pipeline import SynthesisError
 
-        if isinstance(err, SeedError) or isinstance(err, (ValueError, TypeError)):
+        if isinstance(err, (NoHealthyEndpointError, SynthesisError, FileNotFoundError)):
             print(f"error: {err}", file=sys.stderr)
-            return 2
+            return 1
         raise
 
 
