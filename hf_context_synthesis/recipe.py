@@ -201,7 +201,7 @@ def training_job(recipe: RecipeConfig, dataset: str) -> tuple[Any, Any]:
     from .training import TrainingJobArguments, default_sft_config
 
     job_fields = {f.name for f in dataclasses.fields(TrainingJobArguments)}
-    sft_fields = {f.name for f in dataclasses.fields(trl.SFTConfig) if f.init}
+    sft_fields = {f.name for f in dataclasses.fields(trl.SFTConfig) if f.init} | {"warmup_ratio"}  # mapped by default_sft_config
     values = dict(recipe.training)
     unknown = sorted(set(values) - job_fields - sft_fields)
     if unknown:

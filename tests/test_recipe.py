@@ -158,3 +158,21 @@ def test_split_holdout_is_deterministic_and_keeps_a_training_row_per_task(tmp_pa
         rec = json.loads(picks[-1].splitlines()[0])
         assert rec["context"].startswith("Doc a") and rec["answers"][0] in rec["context"]
     assert picks[0] == picks[1]
+
+
+@pytest.mark.parametrize("name", ["paper.yaml", "smoke_cpu.yaml"])
+def test_shipped_recipes_are_valid(name, tmp_path):
+    """Every key of the shipped recipes is a real setting (synthesis config, training job or SFTConfig)."""
+    from hf_context_synthesis.recipe import synthesis_config
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "configs" / name
+    recipe = load_recipe(path, [f"output_dir={tmp_path}"])
+    config = synthesis_config(recipe)
+    config.validate()
+    job, sft = training_job(recipe, "data")
+    assert sft.dataset_kwargs == {"skip_prepare_dataset": True} and job.model
+    if name == "paper.yaml":  # the paper's setup
+        assert config.num_distractors == 9 and config.context_words == 2000
+        assert sft.learning_rate == 2e-5 and sft.num_train_epochs == 2 and sft.max_length == 32768
+        assert sft.warmup_steps == 0.03
+        assert str(getattr(sft.lr_scheduler_type, "value", sft.lr_scheduler_type)) == "cosine"
