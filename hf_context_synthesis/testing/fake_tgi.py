@@ -45,6 +45,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 logger = logging.getLogger(__name__)
@@ -759,8 +760,11 @@ async def _drop_mid_body(request: web.Request, data: bytes) -> web.StreamRespons
     """Send the headers and half of ``data``, then close the connection."""
     response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
     response.content_length = len(data)
-    await response.prepare(request)
-    await response.write(data[: len(data) // 2])
+    try:
+        await response.prepare(request)
+        await response.write(data[: len(data) // 2])
+    except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+        return response  # the client already gave up (e.g. its timeout): nothing left to drop
     if request.protocol is not None:
         request.protocol.force_close()
     elif request.transport is not None:
