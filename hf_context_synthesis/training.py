@@ -242,6 +242,9 @@ class ContextSynthesisSFTTrainer(trl.SFTTrainer):
         """The content of :data:`SUMMARY_FILE` (base model, dataset, packing, stats, hyperparameters)."""
         info = dict(getattr(self, "context_synthesis_info", {}) or {})
         stats = dict(info.get("packing_stats") or {})
+        live = getattr(self.train_dataset, "packing_stats", None)
+        if live is not None and not hasattr(self.train_dataset, "__len__"):
+            stats.update(live.to_dict())  # a stream's stats fill up as it is read: take them at the end
         collator = self.data_collator
         real, batch = getattr(collator, "real_tokens", None), getattr(collator, "batch_tokens", None)
         if isinstance(real, int) and isinstance(batch, int) and batch > 0:

@@ -236,3 +236,21 @@ def test_cli_yaml_config_and_flag_precedence(tmp_path, rows, tiny_model_dir, mon
     bad.write_text(yaml.safe_dump({"model": tiny_model_dir, "not_a_field": 1}))
     assert main(["train", "--config", str(bad)]) == 2
     assert main(["train", "--model", tiny_model_dir, "--output", str(out)]) == 2  # no --dataset
+
+
+def test_streaming_dataset_trains_and_reports_packing_stats_read_during_training(tmp_path, rows, tok, tiny_model_dir):
+    """An IterableDataset is packed on the fly; the summary holds the stats of what was actually read."""
+    stream = datasets.Dataset.from_list(rows).to_iterable_dataset(num_shards=2)
+    model = transformers.AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    max_length = max(_chat_len(tok, r) for r in rows)
+    trainer = build_trainer(
+        model, tok, stream, _config(tmp_path, max_steps=3, max_length=max_length),
+        packing=PackingConfig(max_length=max_length, stream_buffer_size=4),
+    )
+    assert isinstance(trainer.train_dataset, datasets.IterableDataset)
+    trainer.train()
+    summary = json.loads((tmp_path / "out" / SUMMARY_FILE).read_text())
+    stats = summary["packing_stats"]
+    assert summary["global_step"] == 3
+    assert stats["num_rows"] >= 3 and stats["num_examples"] >= stats["num_rows"]
+    assert 0 < stats["efficiency"] <= 1
