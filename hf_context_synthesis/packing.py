@@ -31,6 +31,7 @@ it stays empty when the stream is consumed in DataLoader worker processes). Data
 from __future__ import annotations
 
 import bisect
+import hashlib
 import logging
 import re
 from collections.abc import Sequence
@@ -367,7 +368,10 @@ def pack_tokenized_dataset(
     packed = pack_table(table, max_length, shuffle_seed, cols)
     if "labels" not in cols:
         packed = packed.append_column("labels", packed.column("input_ids"))
-    return datasets.Dataset(datasets.table.InMemoryTable(packed))
+    # derive the fingerprint from the input's: datasets would otherwise hash the whole packed table
+    source = getattr(dataset, "_fingerprint", None) or str(id(dataset))
+    fingerprint = hashlib.sha256(f"{source}|pack_bfd|{max_length}|{shuffle_seed}".encode()).hexdigest()[:16]
+    return datasets.Dataset(datasets.table.InMemoryTable(packed), fingerprint=fingerprint)
 
 
 # --------------------------------------------------------------------------------------------
@@ -549,6 +553,9 @@ class PackedDataCollator:
 
     ``pad_to_multiple_of`` appends pad tokens (labels ``-100``, position ids from 0, i.e. their own
     segment, also in ``cu_seq_lens``) so the length is a multiple of it.
+
+    Run the model with ``use_cache=False`` (``Trainer`` does): with a cache, transformers does not
+    derive the per-example mask from ``position_ids`` and packed examples would attend to each other.
 
     Counters ``real_tokens`` (example tokens) and ``batch_tokens`` (tokens in the tensors, padding
     included) accumulate over calls (read by
