@@ -281,6 +281,132 @@ def _shingle_hashes(text: str, size: int) -> Any:
     return np.unique(hv)
 
 
+class MinHasher:
+    """MinHash signatures of texts (word shingles, :mod:`datasketch`'s ``MinHash`` with shared permutations).
+
+    A signature is a ``uint32`` array of ``num_perm`` values (datasketch's ``affine32`` scheme), 4 bytes
+    per permutation; two signatures agree at a position with probability equal to the Jaccard
+    similarity of the texts' shingle sets.
+    """
+
+    def __init__(self, num_perm: int = 128, shingle_words: int = 5, seed: int = 1) -> None:
+        from datasketch import MinHash
+
+        self.num_perm = int(num_perm)
+        self.shingle_words = int(shingle_words)
+        self.seed = int(seed)
+        template = MinHash(num_perm=self.num_perm, seed=self.seed, hashfunc=int)
+        self._permutations, self._scheme = template.permutations, template.scheme
+
+    def signature(self, text: str) -> Any:
+        """The signature of ``text`` (stable across runs and processes)."""
+        import numpy as np
+        from datasketch import MinHash
+
+        mh = MinHash(
+            num_perm=self.num_perm, seed=self.seed, hashfunc=int, permutations=self._permutations, scheme=self._scheme
+        )
+        mh.update_batch(_shingle_hashes(text, self.shingle_words))  # the values are hashes already
+        return np.asarray(mh.hashvalues, dtype=np.uint32)
+
+
+def lsh_bands(threshold: float, num_perm: int, weights: tuple[float, float] = (0.5, 0.5)) -> tuple[int, int]:
+    """``(bands, rows)`` of the LSH banding that best separates Jaccard ``threshold``: the least
+    ``weights``-weighted sum of false-positive and false-negative probability mass, as
+    :class:`datasketch.MinHashLSH` chooses it."""
+    import numpy as np
+
+    integrate = getattr(np, "trapezoid", None) or np.trapz  # numpy < 2 has only trapz
+
+    def area(b: int, r: int, lo: float, hi: float, positive: bool) -> float:
+        s = np.linspace(lo, hi, 513)
+        p = 1.0 - (1.0 - s**r) ** b
+        return float(integrate(p if positive else 1.0 - p, s))
+
+    best = (float("inf"), 1, 1)
+    for b in range(1, num_perm + 1):
+        for r in range(1, num_perm // b + 1):
+            err = weights[0] * area(b, r, 0.0, threshold, True) + weights[1] * area(b, r, threshold, 1.0, False)
+            if err < best[0]:
+                best = (err, b, r)
+    return best[1], best[2]
+
+
+#: (false positive, false negative) weights of the near-duplicate LSH banding.
+RECALL_WEIGHTS = (0.1, 0.9)
+
+
+class NearDuplicateIndex:
+    """Order-aware near-duplicate detection over MinHash signatures, in compact memory.
+
+    :meth:`check` takes signatures in order: it returns the earliest kept signature's key whose
+    estimated Jaccard similarity reaches ``threshold`` (the new one is then a duplicate and is not
+    kept), else keeps the new one and returns ``None``. Candidates come from LSH banding
+    (:func:`lsh_bands`, weighted for recall: a false candidate costs one signature comparison, a missed
+    one a duplicate left in the data; at ``threshold=0.9`` a pair of Jaccard 0.95 is a candidate with
+    probability ~1 where an even weighting misses one in five); kept signatures live in one ``uint32`` matrix and the band buckets in one
+    dict of ints, so memory per kept text is ``4 * num_perm`` bytes plus a few dict entries.
+    """
+
+    def __init__(self, threshold: float = 0.9, num_perm: int = 128) -> None:
+        import numpy as np
+
+        self.threshold = float(threshold)
+        self.num_perm = int(num_perm)
+        self.bands, self.rows = lsh_bands(self.threshold, self.num_perm, RECALL_WEIGHTS)
+        self._signatures = np.empty((64, self.num_perm), dtype=np.uint32)
+        self._keys: list[Any] = []
+        self._buckets: dict[int, int | list[int]] = {}
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def check(self, key: Any, signature: Any) -> Any | None:
+        """The key of the earliest kept near-duplicate of ``signature``, or ``None`` (then it is kept)."""
+        import numpy as np
+
+        sig = np.asarray(signature, dtype=np.uint32)
+        r = self.rows
+        band_keys = [hash((b, sig[b * r : (b + 1) * r].tobytes())) for b in range(self.bands)]
+        candidates: set[int] = set()
+        for bk in band_keys:
+            hit = self._buckets.get(bk)
+            if hit is not None:
+                candidates.update(hit if isinstance(hit, list) else (hit,))
+        for idx in sorted(candidates):  # earliest first
+            if float(np.mean(self._signatures[idx] == sig)) >= self.threshold:
+                return self._keys[idx]
+        idx = len(self._keys)
+        if idx == len(self._signatures):
+            grown = np.empty((2 * idx, self.num_perm), dtype=np.uint32)
+            grown[:idx] = self._signatures
+            self._signatures = grown
+        self._signatures[idx] = sig
+        self._keys.append(key)
+        for bk in band_keys:
+            hit = self._buckets.get(bk)
+            if hit is None:
+                self._buckets[bk] = idx
+            elif isinstance(hit, list):
+                hit.append(idx)
+            else:
+                self._buckets[bk] = [hit, idx]
+        return None
+
+
+def near_duplicates_of_signatures(
+    signatures: Iterable[tuple[Any, Any]], threshold: float = 0.9, num_perm: int = 128
+) -> dict[Any, Any]:
+    """``{later key: earlier kept key}`` over ordered ``(key, MinHasher signature)`` pairs."""
+    index = NearDuplicateIndex(threshold, num_perm)
+    duplicates: dict[Any, Any] = {}
+    for key, sig in signatures:
+        first = index.check(key, sig)
+        if first is not None:
+            duplicates[key] = first
+    return duplicates
+
+
 def find_near_duplicates(
     texts: Iterable[tuple[Any, str]],
     threshold: float = 0.9,
@@ -291,27 +417,9 @@ def find_near_duplicates(
     """``{later key: earlier kept key}`` for every text that near-duplicates an earlier kept one.
 
     ``texts`` is an ordered iterable of ``(key, text)``; the first occurrence is kept. Candidates come
-    from MinHash LSH (:mod:`datasketch`) and are confirmed by the MinHash Jaccard estimate, so the
-    result is deterministic for a given order (fixed MinHash seed) and needs only ``num_perm`` integers
-    of memory per kept text.
+    from MinHash LSH banding and are confirmed by the MinHash Jaccard estimate, so the result is
+    deterministic for a given order (fixed MinHash seed) and needs ``4 * num_perm`` bytes of memory
+    per kept text (:class:`NearDuplicateIndex`).
     """
-    from datasketch import MinHash, MinHashLSH
-
-    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
-    kept: dict[str, tuple[Any, Any]] = {}
-    duplicates: dict[Any, Any] = {}
-    for n, (key, text) in enumerate(texts):
-        mh = MinHash(num_perm=num_perm, seed=1, hashfunc=int)  # the values are hashes already
-        mh.update_batch(_shingle_hashes(text, shingle_words))
-        best: tuple[float, int] | None = None
-        for cand in lsh.query(mh):
-            similarity = mh.jaccard(kept[cand][1])
-            order = int(cand)
-            if similarity >= threshold and (best is None or order < best[1]):
-                best = (similarity, order)
-        if best is not None:
-            duplicates[key] = kept[str(best[1])][0]
-            continue
-        lsh.insert(str(n), mh)
-        kept[str(n)] = (key, mh)
-    return duplicates
+    hasher = MinHasher(num_perm=num_perm, shingle_words=shingle_words)
+    return near_duplicates_of_signatures(((key, hasher.signature(text)) for key, text in texts), threshold, num_perm)

@@ -197,6 +197,15 @@ class ContextSynthesizer:
         #: request key -> seeds waiting for it (identical seed pairs share one request).
         key_to_seeds: dict[str, list[int]] = {}
         qconf = self.quality
+        dedup = self.context_checks and qconf is not None and qconf.near_duplicate_threshold is not None
+        hasher = None
+        if dedup:
+            from .quality import MinHasher
+
+            hasher = MinHasher(num_perm=qconf.num_perm, shingle_words=qconf.shingle_words)
+        #: MinHash signatures of accepted contexts, computed as results arrive (overlapping the network
+        #: wait); the order-dependent near-duplicate pass runs on them after generation, in seed order.
+        signatures: dict[int, Any] = {}
 
         def messages_of(i: int) -> tuple[dict[str, str], ...]:
             if self.render is not None:
@@ -232,6 +241,8 @@ class ContextSynthesizer:
             context, reason = self.validator(text, seeds[i])
             if context is not None:
                 context_keys[i] = key_of[i]
+                if hasher is not None:
+                    signatures[i] = hasher.signature(context)
                 bar.update(1)
                 return True
             report.count("filter", reason or "unknown")
@@ -315,8 +326,8 @@ class ContextSynthesizer:
                 logger.warning("seed %s got no result from the backend; recorded as failed", seeds[i].seed_id)
                 failures[i] = "no_result"
                 report.count("failure", "no_result")
-        if self.context_checks and qconf is not None and qconf.near_duplicate_threshold is not None:
-            self._drop_near_duplicates(seeds, context_keys, failures, report, qconf)
+        if dedup:
+            self._drop_near_duplicates(seeds, context_keys, signatures, failures, report, qconf)
         report.failed = len(failures)
         report.failed_seeds = {str(getattr(seeds[i], "seed_id", i)): failures[i] for i in sorted(failures)}
         report.filtered = sum(report.filter_reasons.values())
@@ -335,25 +346,16 @@ class ContextSynthesizer:
         self,
         seeds: list[SeedExample],
         context_keys: dict[int, str],
+        signatures: dict[int, Any],
         failures: dict[int, str],
         report: SynthesisReport,
         qconf: Any,
     ) -> None:
         """Move accepted contexts that near-duplicate an earlier one (in seed order) to ``failures``."""
-        from .quality import find_near_duplicates
+        from .quality import near_duplicates_of_signatures
 
-        require = self.config.require_context_marker
-
-        def texts():
-            for i in sorted(context_keys):
-                text = self.cache.get(context_keys[i])
-                yield i, (parse_context(text or "", require_marker=require) or "")
-
-        duplicates = find_near_duplicates(
-            texts(),
-            qconf.near_duplicate_threshold,
-            shingle_words=qconf.shingle_words,
-            num_perm=qconf.num_perm,
+        duplicates = near_duplicates_of_signatures(
+            ((i, signatures.pop(i)) for i in sorted(context_keys)), qconf.near_duplicate_threshold, qconf.num_perm
         )
         for i, first in sorted(duplicates.items()):
             logger.debug("seed %s: context near-duplicates seed %s's; dropped", seeds[i].seed_id, seeds[first].seed_id)

@@ -132,6 +132,51 @@ def test_near_duplicate_threshold_matters():
     assert find_near_duplicates(pair, 0.3) == {"y": "x"}
 
 
+def test_minhash_signatures_and_banding_match_datasketch():
+    """Signatures are datasketch's MinHash values; the LSH banding is the one MinHashLSH picks."""
+    import numpy as np
+    from datasketch import MinHash, MinHashLSH
+
+    from hf_context_synthesis.quality import MinHasher, _shingle_hashes, lsh_bands
+
+    text = prose(300, 3)
+    reference = MinHash(num_perm=64, seed=1, hashfunc=int)
+    reference.update_batch(_shingle_hashes(text, 5))
+    signature = MinHasher(num_perm=64, shingle_words=5).signature(text)
+    assert signature.dtype == np.uint32 and np.array_equal(signature, reference.hashvalues)
+    for threshold, num_perm in ((0.9, 128), (0.7, 64), (0.5, 256)):
+        lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+        assert lsh_bands(threshold, num_perm) == (lsh.b, lsh.r)
+        lsh = MinHashLSH(threshold=threshold, num_perm=num_perm, weights=(0.1, 0.9))
+        assert lsh_bands(threshold, num_perm, (0.1, 0.9)) == (lsh.b, lsh.r)
+
+
+def test_near_duplicate_index_agrees_with_pairwise_signature_similarity():
+    """On a corpus with planted near-copies, the index finds exactly the pairs whose signatures agree."""
+    import numpy as np
+
+    from hf_context_synthesis.quality import MinHasher, NearDuplicateIndex
+
+    rng = random.Random(5)
+    texts = [prose(200, 100 + k) for k in range(40)]
+    for k in range(0, 40, 4):  # plant copies with one word changed
+        words = texts[k].split()
+        words[rng.randrange(len(words))] = "changed"
+        texts.append(" ".join(words))
+    hasher = MinHasher(num_perm=128)
+    sigs = [hasher.signature(t) for t in texts]
+    index = NearDuplicateIndex(0.9, 128)
+    found = {i: index.check(i, s) for i, s in enumerate(sigs)}
+    found = {i: first for i, first in found.items() if first is not None}
+    expected = {}
+    for i in range(len(sigs)):
+        earlier = [j for j in range(i) if j not in expected and np.mean(sigs[i] == sigs[j]) >= 0.9]
+        if earlier:
+            expected[i] = earlier[0]
+    assert found == expected and len(found) == 10
+    assert len(index) == len(texts) - 10
+
+
 # ------------------------------------------------------------------------------------ configuration
 
 
