@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -10,25 +9,17 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from hf_context_synthesis import SeedExample, SynthesisConfig, compose_examples  # noqa: E402
 from hf_context_synthesis.trainer_callbacks.probe import (  # noqa: E402
     LongContextProbeCallback,
     build_probe_prompts,
     relevant_slot_for,
 )
+from hf_context_synthesis.testing.rows import composed_rows as _composed_rows  # noqa: E402
 from hf_context_synthesis.trainer_callbacks.throughput import ThroughputCallback  # noqa: E402
 
 
 def composed_rows(seeds_dir: Path, tasks=("hotpotqa", "qasper"), per_task: int = 6, num_distractors: int = 4):
-    """Composed rows from real seeds with short stand-in contexts that state the answer."""
-    seeds = []
-    for task in tasks:
-        for j, line in enumerate((seeds_dir / f"{task}.jsonl").read_text(encoding="utf-8").splitlines()[:per_task]):
-            rec = json.loads(line)
-            seeds.append(SeedExample(task=task, instruction=rec["instruction"], answer=rec["answer"], seed_id=f"{task}/{j}"))
-    texts = {i: f"Document {i}. The answer is {s.answer[:80]}." for i, s in enumerate(seeds)}
-    config = SynthesisConfig(seed="unused", num_distractors=num_distractors)
-    return list(compose_examples(seeds, texts.__getitem__, sorted(texts), config, generator="test"))
+    return _composed_rows(seeds_dir, tasks, per_task, num_distractors)
 
 
 # -- probe prompt construction --------------------------------------------------------------------

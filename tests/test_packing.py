@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import collections
 import copy
-import json
 import math
 from pathlib import Path
 
@@ -18,7 +17,6 @@ datasets = pytest.importorskip("datasets")
 
 import torch.nn.functional as F  # noqa: E402
 
-from hf_context_synthesis import SeedExample, SynthesisConfig, compose_examples  # noqa: E402
 from hf_context_synthesis.packing import (  # noqa: E402
     IGNORE_INDEX,
     PackedDataCollator,
@@ -32,19 +30,12 @@ from hf_context_synthesis.packing import (  # noqa: E402
     tokenize_example,
     tokenize_messages,
 )
+from hf_context_synthesis.testing.rows import composed_rows as _composed_rows  # noqa: E402
 from hf_context_synthesis.testing.tiny_model import TINY_CHAT_TEMPLATE  # noqa: E402
 
 
 def composed_rows(seeds_dir: Path, tasks=("hotpotqa", "musique", "qasper"), per_task: int = 6, num_distractors: int = 3):
-    """Composed rows from real seeds with short stand-in contexts that state the answer."""
-    seeds = []
-    for task in tasks:
-        for j, line in enumerate((seeds_dir / f"{task}.jsonl").read_text(encoding="utf-8").splitlines()[:per_task]):
-            rec = json.loads(line)
-            seeds.append(SeedExample(task=task, instruction=rec["instruction"], answer=rec["answer"], seed_id=f"{task}/{j}"))
-    texts = {i: f"Document {i}. The answer is {s.answer[:80]}." for i, s in enumerate(seeds)}
-    config = SynthesisConfig(seed="unused", num_distractors=num_distractors)
-    return list(compose_examples(seeds, texts.__getitem__, sorted(texts), config, generator="test"))
+    return _composed_rows(seeds_dir, tasks, per_task, num_distractors)
 
 
 @pytest.fixture(scope="module")

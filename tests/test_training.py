@@ -14,7 +14,6 @@ transformers = pytest.importorskip("transformers")
 pytest.importorskip("trl")
 datasets = pytest.importorskip("datasets")
 
-from hf_context_synthesis import SeedExample, SynthesisConfig, compose_examples  # noqa: E402
 from hf_context_synthesis.packing import PackingConfig, longalign_loss  # noqa: E402
 from hf_context_synthesis.trainer_callbacks.probe import LongContextProbeCallback  # noqa: E402
 from hf_context_synthesis.trainer_callbacks.throughput import ThroughputCallback  # noqa: E402
@@ -26,16 +25,7 @@ from hf_context_synthesis.training import (  # noqa: E402
 )
 
 
-def composed_rows(seeds_dir: Path, tasks=("hotpotqa", "musique"), per_task: int = 6, num_distractors: int = 3):
-    """Composed rows from real seeds with short stand-in contexts that state the answer."""
-    seeds = []
-    for task in tasks:
-        for j, line in enumerate((seeds_dir / f"{task}.jsonl").read_text(encoding="utf-8").splitlines()[:per_task]):
-            rec = json.loads(line)
-            seeds.append(SeedExample(task=task, instruction=rec["instruction"], answer=rec["answer"], seed_id=f"{task}/{j}"))
-    texts = {i: f"Document {i}. The answer is {s.answer[:80]}." for i, s in enumerate(seeds)}
-    config = SynthesisConfig(seed="unused", num_distractors=num_distractors)
-    return list(compose_examples(seeds, texts.__getitem__, sorted(texts), config, generator="test"))
+from hf_context_synthesis.testing.rows import composed_rows  # noqa: E402
 
 
 @pytest.fixture(scope="module")

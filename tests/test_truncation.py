@@ -3,7 +3,6 @@ distractors go farthest-first, the middle of the next one is cut, and rows that 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,7 @@ import pytest
 transformers = pytest.importorskip("transformers")
 datasets = pytest.importorskip("datasets")
 
-from hf_context_synthesis import SeedExample, SynthesisConfig, compose_examples  # noqa: E402
+from hf_context_synthesis.testing.rows import composed_rows  # noqa: E402
 from hf_context_synthesis.packing import prepare_packed_dataset, tokenize_example, tokenize_messages  # noqa: E402
 from hf_context_synthesis.truncation import (  # noqa: E402
     chat_length,
@@ -21,19 +20,13 @@ from hf_context_synthesis.truncation import (  # noqa: E402
 )
 
 
+def numbered_words_context(i, seed) -> str:
+    return f"Document {i} begins. " + " ".join(f"d{i}w{k}" for k in range(40)) + f" The answer is {seed.answer[:60]}. Document {i} ends."
+
+
 def long_rows(seeds_dir: Path, tasks=("hotpotqa", "qasper", "govreport"), per_task: int = 4, num_distractors: int = 4):
     """Composed rows from real seeds; every document is ~40 distinct numbered words (``d<i>w<k>``)."""
-    seeds = []
-    for task in tasks:
-        for j, line in enumerate((seeds_dir / f"{task}.jsonl").read_text(encoding="utf-8").splitlines()[:per_task]):
-            rec = json.loads(line)
-            seeds.append(SeedExample(task=task, instruction=rec["instruction"], answer=rec["answer"], seed_id=f"{task}/{j}"))
-    texts = {
-        i: f"Document {i} begins. " + " ".join(f"d{i}w{k}" for k in range(40)) + f" The answer is {s.answer[:60]}. Document {i} ends."
-        for i, s in enumerate(seeds)
-    }
-    config = SynthesisConfig(seed="unused", num_distractors=num_distractors, distractor_pool="all_tasks")
-    return list(compose_examples(seeds, texts.__getitem__, sorted(texts), config, generator="test"))
+    return composed_rows(seeds_dir, tasks, per_task, num_distractors, numbered_words_context, distractor_pool="all_tasks")
 
 
 @pytest.fixture(scope="module")
