@@ -28,6 +28,14 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
     return make_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
 
 
+@pytest.fixture(scope="session")
+def tok(tiny_model_dir: str):
+    """The tiny model's tokenizer (chat template with generation markers); copy it before changing it."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
 @pytest.fixture
 def caches(tmp_path: Path) -> dict[str, str]:
     """Fresh datasets cache dir and generation cache dir for one test."""

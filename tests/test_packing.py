@@ -43,11 +43,6 @@ def rows(seeds_dir):
     return composed_rows(seeds_dir)
 
 
-@pytest.fixture(scope="module")
-def tok(tiny_model_dir):
-    return transformers.AutoTokenizer.from_pretrained(tiny_model_dir)
-
-
 def chat_len(tok, row) -> int:
     return len(tokenize_messages(row["messages"], tok)[0])
 

@@ -33,11 +33,6 @@ def rows(seeds_dir):
     return composed_rows(seeds_dir)
 
 
-@pytest.fixture(scope="module")
-def tok(tiny_model_dir):
-    return transformers.AutoTokenizer.from_pretrained(tiny_model_dir)
-
-
 def _chat_len(tok, row) -> int:
     return len(tok.apply_chat_template(row["messages"], tokenize=True, return_dict=True)["input_ids"])
 

@@ -30,11 +30,6 @@ def long_rows(seeds_dir: Path, tasks=("hotpotqa", "qasper", "govreport"), per_ta
 
 
 @pytest.fixture(scope="module")
-def tok(tiny_model_dir):
-    return transformers.AutoTokenizer.from_pretrained(tiny_model_dir)
-
-
-@pytest.fixture(scope="module")
 def rows(seeds_dir):
     return long_rows(seeds_dir)
 
