@@ -204,7 +204,7 @@ class ContextSynthesisSFTTrainer(trl.SFTTrainer):
     of a callback that runs first, so that ``HubPushCallback`` finds the file).
     """
 
-    #: Filled by :func:`build_trainer`: base model id, dataset, packing config and statistics.
+    #: Filled by :func:`build_trainer`: base model id, dataset, packing config and source row count.
     context_synthesis_info: dict[str, Any]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -240,11 +240,14 @@ class ContextSynthesisSFTTrainer(trl.SFTTrainer):
 
     def training_summary(self) -> dict[str, Any]:
         """The content of :data:`SUMMARY_FILE` (base model, dataset, packing, stats, hyperparameters)."""
+        from .packing import get_packing_stats
+
         info = dict(getattr(self, "context_synthesis_info", {}) or {})
-        stats = dict(info.get("packing_stats") or {})
-        live = getattr(self.train_dataset, "packing_stats", None)
-        if live is not None and not hasattr(self.train_dataset, "__len__"):
-            stats.update(live.to_dict())  # a stream's stats fill up as it is read: take them at the end
+        # read at the end: a stream's stats fill up as it is consumed
+        stats: dict[str, Any] = {"source_rows": info.get("source_rows")}
+        found = get_packing_stats(self.train_dataset, (info.get("packing") or {}).get("max_length"))
+        if found is not None:
+            stats.update(found.to_dict())
         collator = self.data_collator
         real, batch = getattr(collator, "real_tokens", None), getattr(collator, "batch_tokens", None)
         if isinstance(real, int) and isinstance(batch, int) and batch > 0:
@@ -295,16 +298,6 @@ def _column_names(dataset: Any) -> list[str]:
         return list(names)
     first = next(iter(dataset), None)  # IterableDataset without known features
     return list(first) if isinstance(first, dict) else []
-
-
-def _packing_stats(packed: Any, source_rows: int | None, max_length: int) -> dict[str, Any]:
-    from .packing import get_packing_stats
-
-    stats: dict[str, Any] = {"source_rows": source_rows}
-    found = get_packing_stats(packed, max_length) if hasattr(packed, "__len__") else getattr(packed, "packing_stats", None)
-    if found is not None:
-        stats.update(found.to_dict())
-    return stats
 
 
 def build_trainer(
@@ -387,7 +380,7 @@ def build_trainer(
         "base_model": base_model,
         "dataset": dataset_name,
         "packing": asdict(packing),
-        "packing_stats": _packing_stats(packed_train, n_rows, packing.max_length),
+        "source_rows": n_rows,
     }
     _front_load_metric_callbacks(trainer)
     return trainer
