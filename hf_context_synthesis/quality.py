@@ -311,25 +311,12 @@ class MinHasher:
 
 
 def lsh_bands(threshold: float, num_perm: int, weights: tuple[float, float] = (0.5, 0.5)) -> tuple[int, int]:
-    """``(bands, rows)`` of the LSH banding that best separates Jaccard ``threshold``: the least
-    ``weights``-weighted sum of false-positive and false-negative probability mass, as
-    :class:`datasketch.MinHashLSH` chooses it."""
-    import numpy as np
+    """``(bands, rows)`` of the LSH banding :class:`datasketch.MinHashLSH` picks for Jaccard ``threshold``:
+    the least ``weights``-weighted sum of false-positive and false-negative probability mass."""
+    from datasketch import MinHashLSH
 
-    integrate = getattr(np, "trapezoid", None) or np.trapz  # numpy < 2 has only trapz
-
-    def area(b: int, r: int, lo: float, hi: float, positive: bool) -> float:
-        s = np.linspace(lo, hi, 513)
-        p = 1.0 - (1.0 - s**r) ** b
-        return float(integrate(p if positive else 1.0 - p, s))
-
-    best = (float("inf"), 1, 1)
-    for b in range(1, num_perm + 1):
-        for r in range(1, num_perm // b + 1):
-            err = weights[0] * area(b, r, 0.0, threshold, True) + weights[1] * area(b, r, threshold, 1.0, False)
-            if err < best[0]:
-                best = (err, b, r)
-    return best[1], best[2]
+    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm, weights=weights)
+    return lsh.b, lsh.r
 
 
 #: (false positive, false negative) weights of the near-duplicate LSH banding.
@@ -342,10 +329,11 @@ class NearDuplicateIndex:
     :meth:`check` takes signatures in order: it returns the earliest kept signature's key whose
     estimated Jaccard similarity reaches ``threshold`` (the new one is then a duplicate and is not
     kept), else keeps the new one and returns ``None``. Candidates come from LSH banding
-    (:func:`lsh_bands`, weighted for recall: a false candidate costs one signature comparison, a missed
-    one a duplicate left in the data; at ``threshold=0.9`` a pair of Jaccard 0.95 is a candidate with
-    probability ~1 where an even weighting misses one in five); kept signatures live in one ``uint32`` matrix and the band buckets in one
-    dict of ints, so memory per kept text is ``4 * num_perm`` bytes plus a few dict entries.
+    (:func:`lsh_bands`, weighted for recall: a false candidate costs one signature comparison, a
+    missed one a duplicate left in the data; at ``threshold=0.9`` a pair of Jaccard 0.95 is a
+    candidate with probability ~1 where an even weighting misses one in five). Kept signatures live
+    in one ``uint32`` matrix and the band buckets in one dict of ints, so memory per kept text is
+    ``4 * num_perm`` bytes plus a few dict entries.
     """
 
     def __init__(self, threshold: float = 0.9, num_perm: int = 128) -> None:
