@@ -361,9 +361,9 @@ def pack_tokenized_dataset(
     :func:`prepare_packed_dataset`). The result is an in-memory dataset with ``input_ids``,
     ``labels``, ``position_ids`` and ``seq_lengths``.
     """
-    table = dataset.with_format("arrow")[:] if len(dataset) else pa.table({})
     if not len(dataset):
         return datasets.Dataset.from_dict({k: [] for k in PACKED_FEATURES}, features=PACKED_FEATURES)
+    table = dataset.with_format("arrow")[:]
     cols = ("input_ids", "labels") if "labels" in table.column_names else ("input_ids",)
     packed = pack_table(table, max_length, shuffle_seed, cols)
     if "labels" not in cols:
