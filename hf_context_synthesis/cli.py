@@ -144,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .backends.fleet import NoHealthyEndpointError
         from .pipeline import SynthesisError
 
-        if isinstance(err, (NoHealthyEndpointError, SynthesisError, FileNotFoundError)):
+        if isinstance(err, (NoHealthyEndpointError, SynthesisError, OSError)):
             print(f"error: {err}", file=sys.stderr)
             return 1
         raise

@@ -176,3 +176,19 @@ def test_shipped_recipes_are_valid(name, tmp_path):
         assert sft.learning_rate == 2e-5 and sft.num_train_epochs == 2 and sft.max_length == 32768
         assert sft.warmup_steps == 0.03
         assert str(getattr(sft.lr_scheduler_type, "value", sft.lr_scheduler_type)) == "cosine"
+
+
+def test_cli_reports_an_unreachable_model_in_one_line(tmp_path, monkeypatch, capsys):
+    """Offline, a model id that is not cached gives one 'error:' line and exit 1, not a traceback."""
+    from huggingface_hub import constants
+
+    from hf_context_synthesis.cli import main
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # read at import: the env var is too late
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-home" / "hub"))
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "hotpotqa.jsonl").write_text('{"input": "q", "context": "c", "answers": ["a"], "length": 1, "all_classes": null}\n')
+    rc = main(["evaluate", "--model", "no-such-org/no-such-model", "--data-dir", str(data), "--output-dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.startswith("error: ") and "Traceback" not in err
