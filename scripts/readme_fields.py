@@ -1,7 +1,10 @@
-"""Regenerate the README's table of SynthesisConfig fields from the dataclass and its docstring.
+"""Regenerate the settings tables of ``docs/settings.md`` from the dataclasses and their field docs.
 
-Usage: ``python scripts/readme_fields.py`` rewrites the block between the ``fields:start`` and
-``fields:end`` markers of README.md; ``--check`` exits 1 when the README is out of date.
+The text comes from :func:`hf_context_synthesis.cli_args.field_docs`, the same parser that writes the
+``--help`` of every ``context-synthesis`` flag, so the docs and the CLI never drift apart.
+
+Usage: ``python scripts/readme_fields.py`` rewrites every ``<!-- fields:NAME:start -->`` ...
+``<!-- fields:NAME:end -->`` block of docs/settings.md; ``--check`` exits 1 when it is out of date.
 """
 
 from __future__ import annotations
@@ -12,62 +15,76 @@ import re
 import sys
 from pathlib import Path
 
-from hf_context_synthesis.config import RUNTIME_FIELDS, SynthesisConfig
+from hf_context_synthesis.cli_args import field_default, field_docs, plain_text
 
-README = Path(__file__).resolve().parents[1] / "README.md"
-START, END = "<!-- fields:start -->", "<!-- fields:end -->"
-
-
-def field_docs() -> dict[str, str]:
-    """``field -> description`` parsed from the ``name: text`` entries of the class docstring."""
-    docs: dict[str, str] = {}
-    current: list[str] | None = None
-    names = {f.name for f in dataclasses.fields(SynthesisConfig)}
-    for line in (SynthesisConfig.__doc__ or "").splitlines():
-        m = re.match(r"^ {8}(\w+(?: / \w+)*): (.*)$", line)
-        keys = m.group(1).split(" / ") if m else []
-        if keys and all(k in names for k in keys):
-            current = keys
-            for k in keys:
-                docs[k] = m.group(2).strip()
-        elif current and line.startswith(" " * 12):
-            for k in current:
-                docs[k] += " " + line.strip()
-        else:
-            current = None
-    return docs
+SETTINGS = Path(__file__).resolve().parents[1] / "docs" / "settings.md"
 
 
-def render_table() -> str:
-    docs = field_docs()
-    lines = ["| field | default | kind | meaning |", "|---|---|---|---|"]
-    for f in dataclasses.fields(SynthesisConfig):
-        if f.default is not dataclasses.MISSING:
-            default = repr(f.default)
-        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-            default = repr(f.default_factory())  # type: ignore[misc]
-        else:
-            default = "required"
-        kind = "runtime" if f.name in RUNTIME_FIELDS else "semantic"
-        text = re.sub(r":\w+:`~?([\w.]+)`", lambda m: f"`{m.group(1).rsplit('.', 1)[-1]}`", docs.get(f.name, "")).replace("``", "`").replace("|", "\\|")
-        lines.append(f"| `{f.name}` | `{default}` | {kind} | {text} |")
+def _classes() -> dict[str, tuple[type, frozenset[str] | None]]:
+    """Block name -> (dataclass, runtime fields or None when the table has no 'kind' column)."""
+    from hf_context_synthesis.config import RUNTIME_FIELDS, SynthesisConfig
+    from hf_context_synthesis.quality import QualityConfig
+    from hf_context_synthesis.recipe import RecipeConfig
+
+    out: dict[str, tuple[type, frozenset[str] | None]] = {
+        "synthesis": (SynthesisConfig, RUNTIME_FIELDS),
+        "quality": (QualityConfig, None),
+        "recipe": (RecipeConfig, None),
+    }
+    try:
+        from hf_context_synthesis.training import TrainingJobArguments
+
+        out["training"] = (TrainingJobArguments, None)
+    except ImportError:  # pragma: no cover - training extras missing
+        pass
+    return out
+
+
+def render_table(cls: type, runtime: frozenset[str] | None = None) -> str:
+    """A Markdown table of ``cls``'s fields: name, default, (kind,) meaning."""
+    docs = field_docs(cls)
+    head = ["field", "default"] + (["kind"] if runtime is not None else []) + ["meaning"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for f in dataclasses.fields(cls):
+        if not f.init or f.name.startswith("_"):
+            continue
+        default = field_default(f)
+        default_text = "required" if default is dataclasses.MISSING else f"`{default!r}`"
+        text = plain_text(docs.get(f.name, ""), markdown=True).replace("|", "\\|")
+        cells = [f"`{f.name}`", default_text]
+        if runtime is not None:
+            cells.append("runtime" if f.name in runtime else "semantic")
+        cells.append(text)
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
+def render(text: str) -> str:
+    """``text`` with every known ``fields:NAME`` block regenerated."""
+    for name, (cls, runtime) in _classes().items():
+        start, end = f"<!-- fields:{name}:start -->", f"<!-- fields:{name}:end -->"
+        if start not in text or end not in text:
+            continue
+        head, rest = text.split(start, 1)
+        _, tail = rest.split(end, 1)
+        text = f"{head}{start}\n{render_table(cls, runtime)}\n{end}{tail}"
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--check", action="store_true")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--check", action="store_true", help="Exit 1 when docs/settings.md is out of date.")
     args = parser.parse_args(argv)
-    text = README.read_text()
-    if START not in text or END not in text:
-        print(f"README.md has no {START} ... {END} block", file=sys.stderr)
+    text = SETTINGS.read_text(encoding="utf-8")
+    if not re.search(r"<!-- fields:\w+:start -->", text):
+        print(f"{SETTINGS} has no <!-- fields:NAME:start --> block", file=sys.stderr)
         return 1
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    new = f"{head}{START}\n{render_table()}\n{END}{tail}"
+    new = render(text)
     if args.check:
+        if new != text:
+            print(f"{SETTINGS} is out of date: run python scripts/readme_fields.py", file=sys.stderr)
         return 0 if new == text else 1
-    README.write_text(new)
+    SETTINGS.write_text(new, encoding="utf-8")
     return 0
 
 
