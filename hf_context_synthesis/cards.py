@@ -27,6 +27,8 @@ from .plots import LENGTH_HISTOGRAM_FILE, LOSS_CURVE_FILE
 from .urls import sanitize_url
 
 PAPER_ARXIV_ID = "2502.15592"
+#: Where the cards' "made with" line points: the project's package page.
+PROJECT_URL = "https://pypi.org/project/hf-context-synthesis/"
 PAPER_TITLE = "Generalizing From Short to Long: Effective Data Synthesis for Long-Context Instruction Tuning"
 PAPER_CITATION = """@article{zhu2025generalizing,
   title={Generalizing From Short to Long: Effective Data Synthesis for Long-Context Instruction Tuning},
@@ -143,6 +145,13 @@ def dataset_statistics(ds: Any) -> dict[str, Any]:
         stats["documents_per_example"] = dict(sorted(Counter(int(d) for d in ds["num_documents"]).items()))
     if "generator" in columns:
         stats["generators"] = sorted({scrub_text(str(g)) for g in ds["generator"]})
+    if "context_words" in columns or "relevant_context" in columns:
+        words = (
+            [int(w) for w in ds["context_words"]]
+            if "context_words" in columns
+            else [len(str(c or "").split()) for c in ds["relevant_context"]]
+        )
+        stats["context_words"] = percentiles(words, (0, 50, 100))
     return stats
 
 
@@ -337,6 +346,9 @@ def render_dataset_card(
         filter_reasons=sorted((rep.get("filter_reasons") or {}).items()),
         rejected_reasons=sorted((rep.get("rejected_reasons") or {}).items()),
         histogram_file=histogram_file,
+        project_url=PROJECT_URL,
+        configured_context_words=cfg.get("context_words"),
+        measured_context_words=statistics.get("context_words") or {},
     )
     return scrub_text(str(card))
 

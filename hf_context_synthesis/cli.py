@@ -1,22 +1,34 @@
-"""``context-synthesis``: the command-line entry point.
+"""The ``context-synthesis`` command line.
 
 Subcommands: ``synthesize`` and ``merge`` (here), ``train``, ``push-dataset``, ``push-model``,
-``evaluate`` and ``run`` (a whole recipe)
-(each implemented by its module's ``add_cli_arguments``/``run_cli`` pair).
+``evaluate``, ``run`` (a whole recipe) and ``demo`` (the offline demo recipe); each other module
+provides an ``add_cli_arguments``/``run_cli`` pair.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib
-import json
 import logging
+import os
+import shutil
 import sys
-import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from .cli_args import add_dataclass_arguments, did_you_mean, parse_bool
 
 logger = logging.getLogger(__name__)
+
+DESCRIPTION = """\
+Long-context instruction data from short instruction-answer pairs by context synthesis
+(arXiv 2502.15592): an LLM writes the missing background document of every seed pair, each
+example hides it among distractor documents, and fine-tuning trains on the answers with
+long-sequence packing.
+
+Start with 'context-synthesis demo' (offline, under a minute on a CPU), then
+'context-synthesis run RECIPE.yaml --dry-run'. Every subcommand has --help."""
 
 #: subcommand -> (module, add-arguments function, run function, help)
 SUBCOMMANDS = {
@@ -25,45 +37,65 @@ SUBCOMMANDS = {
     "push-model": ("hub", "add_push_model_arguments", "run_push_model", "Publish a tuned model to the Hub."),
     "evaluate": ("evaluation", "add_cli_arguments", "run_cli", "LongBench document-level evaluation."),
     "run": ("recipe", "add_cli_arguments", "run_cli", "Run a recipe: synthesize -> train -> evaluate -> push."),
+    "demo": ("testing.demo", "add_cli_arguments", "run_cli", "The offline demo recipe (tiny model, loopback server)."),
 }
+LOCAL_SUBCOMMANDS = ("synthesize", "merge")
+
+# kept for callers of the old private name
+_parse_bool = parse_bool
 
 
-def _parse_bool(value: str) -> bool:
-    if value.lower() in ("1", "true", "yes", "y", "on"):
-        return True
-    if value.lower() in ("0", "false", "no", "n", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected a boolean, got {value!r}")
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the description's line breaks and shows each option's default when its help does not."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            action.option_strings
+            and "default" not in text
+            and default not in (None, False, argparse.SUPPRESS)
+            and not isinstance(action, (argparse._HelpAction, argparse._VersionAction, argparse._CountAction))
+        ):
+            text += " [default: %(default)s]"
+        return text
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` with this CLI's formatter."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
+def add_verbosity_arguments(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
+    """``-v``/``-q`` (repeatable) on the top-level parser and on every subcommand."""
+    default = 0 if top else argparse.SUPPRESS
+    parser.add_argument("-v", "--verbose", action="count", default=default,
+                        help="More log output (-v: debug lines of this package, -vv: of every library).")
+    parser.add_argument("-q", "--quiet", action="count", default=default,
+                        help="Less log output (-q: warnings and errors only, -qq: errors only).")
 
 
 def add_synthesize_arguments(parser: argparse.ArgumentParser) -> None:
-    """One ``--flag`` per :class:`SynthesisConfig` field (dicts as JSON, ``--endpoint`` repeatable)."""
+    """One ``--flag`` per :class:`SynthesisConfig` field (help from its field docs), plus ``--output``
+    and ``--dry-run``."""
     from .config import SynthesisConfig
 
-    hints = typing.get_type_hints(SynthesisConfig)
-    parser.add_argument("--output", required=True, help="Folder for parquet shards, report and settings.")
-    parser.add_argument("--log-level", default="INFO")
-    for f in dataclasses.fields(SynthesisConfig):
-        flag = "--" + f.name.replace("_", "-")
-        hint = str(hints[f.name])
-        kwargs: dict = {"dest": f.name, "default": None}
-        if f.name == "endpoint":
-            kwargs.update(nargs="+", help="TGI base URL(s); omit for the embedded transformers backend.")
-        elif f.name == "seed":
-            kwargs.update(required=True, help="Seed data: Hub id, file or folder.")
-        elif "dict" in hint:
-            kwargs.update(type=json.loads, help=f"{f.name} as JSON.")
-        elif "bool" in hint:
-            kwargs.update(type=_parse_bool, help=f"{f.name} (true/false).")
-        elif "int" in hint and "float" not in hint:
-            kwargs.update(type=int)
-        elif "float" in hint:
-            kwargs.update(type=float)
-        parser.add_argument(flag, **kwargs)
+    parser.add_argument("--output", required=True, help="Folder for the parquet shards, dataset card, report and settings.")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="Check ids and paths, then print seeds per task, requests to make vs cached, "
+                             "estimated tokens and the output layout; generate nothing.")
+    parser.add_argument("--log-level", default="INFO", help="Logging level (overrides -v/-q), e.g. DEBUG.")
+    group = parser.add_argument_group("synthesis settings (docs/settings.md)")
+    add_dataclass_arguments(group, SynthesisConfig, overrides={"seed": {"required": True}})
 
 
 def config_from_args(args: argparse.Namespace):
     """A :class:`SynthesisConfig` from the parsed ``--flags`` (unset flags keep their defaults)."""
+    import dataclasses
+
     from .config import SynthesisConfig
 
     fields = {f.name for f in dataclasses.fields(SynthesisConfig)}
@@ -73,42 +105,87 @@ def config_from_args(args: argparse.Namespace):
     return SynthesisConfig(**values)
 
 
+def _remove_empty_dirs(path: Path) -> None:
+    """Remove ``path`` and its sub-folders when no file lives anywhere below it."""
+    if path.is_dir() and not any(p.is_file() or p.is_symlink() for p in path.rglob("*")):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def keep_no_empty_folder(path: str | os.PathLike[str], action: Callable[[], Any]) -> Any:
+    """Run ``action``; if it fails and ``path`` did not exist before, remove what is left of it when
+    it holds no file (a failed first run leaves no empty output folder behind)."""
+    target = Path(path)
+    existed = target.exists()
+    try:
+        return action()
+    except BaseException:
+        if not existed:
+            _remove_empty_dirs(target)
+        raise
+
+
 def run_synthesize(args: argparse.Namespace) -> int:
-    from .output import synthesize_to_directory
+    from .dry_run import check_synthesis_inputs, plan_synthesis
 
     config = config_from_args(args)
+    hint = "--generator-model NAME_OR_PATH"
+    check_synthesis_inputs(config, step="synthesize", setting_hint=hint, output_dir=args.output)
+    if args.dry_run:
+        print(plan_synthesis(config, args.output).to_text())
+        return 0
     if config.num_shards > 1:
         from .sharding import synthesize_shard
 
         if not config.generation_cache_dir:
             config.generation_cache_dir = args.output
-        report = synthesize_shard(config)
+        report = keep_no_empty_folder(args.output, lambda: synthesize_shard(config))
         print(f"shard {config.shard_index}/{config.num_shards}: {report.summary()}")
         return 0 if report.failed == 0 else 1
-    report = synthesize_to_directory(config, args.output)
+    from .artifacts import write_dataset_card
+    from .output import synthesize_to_directory
+
+    report = keep_no_empty_folder(args.output, lambda: synthesize_to_directory(config, args.output))
+    if report.examples > 0:
+        write_dataset_card(args.output)
     print(report.summary())
     return 0 if report.examples > 0 else 1
 
 
 def run_merge(args: argparse.Namespace) -> int:
+    from .artifacts import write_dataset_card
     from .sharding import merge_shards
 
     config = config_from_args(args)
-    report = merge_shards(config, args.shard_cache, args.output)
+    report = keep_no_empty_folder(args.output, lambda: merge_shards(config, args.shard_cache, args.output))
+    if getattr(report, "examples", 0):
+        write_dataset_card(args.output)
     print(report.summary())
     return 0 if report.failed == 0 else 1
 
 
+def _version() -> str:
+    from . import __version__
+
+    return f"context-synthesis (hf-context-synthesis) {__version__}"
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The ``context-synthesis`` parser; ``only`` imports just that subcommand's module (fast start)."""
-    parser = argparse.ArgumentParser(prog="context-synthesis", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    syn = sub.add_parser("synthesize", help="Synthesize contexts and write a dataset folder.")
+    parser = ArgumentParser(prog="context-synthesis", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=_version())
+    add_verbosity_arguments(parser, top=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=ArgumentParser)
+    syn = sub.add_parser("synthesize", help="Synthesize contexts and write a dataset folder.",
+                         description="Synthesize contexts for seed pairs and write a dataset folder (parquet shards, "
+                                     "dataset card, report).")
     add_synthesize_arguments(syn)
+    add_verbosity_arguments(syn)
     syn.set_defaults(_run=run_synthesize)
-    merge = sub.add_parser("merge", help="Merge shard caches (synthesize --num-shards N) into one dataset.")
+    merge = sub.add_parser("merge", help="Merge shard caches (synthesize --num-shards N) into one dataset.",
+                           description="Merge the generation caches of shards into one dataset folder (no request).")
     add_synthesize_arguments(merge)
     merge.add_argument("--shard-cache", nargs="+", required=True, help="generations.sqlite of every shard.")
+    add_verbosity_arguments(merge)
     merge.set_defaults(_run=run_merge)
     for name, (module, add_fn, run_fn, help_text) in SUBCOMMANDS.items():
         if only is not None and name != only:
@@ -120,21 +197,107 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         except (ImportError, AttributeError) as err:  # pragma: no cover - optional part missing
             logger.debug("subcommand %s unavailable: %s", name, err)
             continue
-        p = sub.add_parser(name, help=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text)
         add(p)
+        add_verbosity_arguments(p)
+        if name == "train":
+            _show_train_defaults(p)
         p.set_defaults(_run=run)
     return parser
+
+
+def _show_train_defaults(parser: argparse.ArgumentParser) -> None:
+    """``train``'s flags keep no argparse default (they are layered over ``--config``); show the
+    effective defaults (those of ``default_sft_config`` over ``SFTConfig``'s) in their help instead."""
+    import dataclasses
+
+    try:
+        import trl
+
+        from .training import TrainingJobArguments
+    except ImportError:  # pragma: no cover
+        return
+    from .cli_args import field_default
+
+    overrides = {
+        "learning_rate": 2e-5, "lr_scheduler_type": "cosine", "warmup_steps": 0.03, "num_train_epochs": 2,
+        "max_length": 32768, "logging_steps": 1, "save_strategy": "epoch", "report_to": "none",
+        "per_device_train_batch_size": 1, "packing": False, "remove_unused_columns": False,
+        "activation_checkpointing": True, "bf16": "true where CUDA supports it",
+    }
+    defaults: dict[str, Any] = {}
+    for cls in (trl.SFTConfig, TrainingJobArguments):
+        for f in dataclasses.fields(cls):
+            value = field_default(f)
+            if value is not dataclasses.MISSING:
+                defaults[f.name] = value
+    defaults.update(overrides)
+    for action in parser._actions:
+        if not action.option_strings or action.dest not in defaults:
+            continue
+        text = action.help or action.dest.replace("_", " ")
+        if "default" not in text.lower():
+            value = defaults[action.dest]
+            value = getattr(value, "value", value)
+            text = f"{text} [default: {value}]"
+        action.help = text.replace("%", "%%") if "%(" not in text else text
+
+
+def configure_logging(args: argparse.Namespace) -> None:
+    """Root logging from ``-v``/``-q``/``--log-level``; third-party chatter kept down.
+
+    Default: INFO for this package, WARNING for other libraries; httpx/httpcore request lines only
+    with ``-vv``. huggingface_hub's and datasets' own handlers stop propagating so each of their
+    warnings is printed once, not twice.
+    """
+    verbose, quiet = int(getattr(args, "verbose", 0) or 0), int(getattr(args, "quiet", 0) or 0)
+    level = logging.INFO
+    if verbose:
+        level = logging.DEBUG
+    elif quiet:
+        level = logging.WARNING if quiet == 1 else logging.ERROR
+    explicit = str(getattr(args, "log_level", "INFO") or "INFO").upper()
+    if explicit != "INFO":
+        level = getattr(logging, explicit, level)
+    logging.basicConfig(level=logging.WARNING if level < logging.WARNING and verbose < 2 else level,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    logging.getLogger("hf_context_synthesis").setLevel(level)
+    noisy_level = logging.DEBUG if verbose >= 2 else max(level, logging.WARNING)
+    for name in ("httpx", "httpcore", "urllib3", "filelock", "asyncio", "matplotlib", "PIL"):
+        logging.getLogger(name).setLevel(noisy_level)
+    for name in ("huggingface_hub", "datasets"):
+        lib = logging.getLogger(name)
+        if lib.handlers:
+            lib.propagate = False
+        lib.setLevel(max(level, logging.WARNING) if verbose < 2 else logging.DEBUG)
+
+
+def _subparser(parser: argparse.ArgumentParser, command: str | None) -> argparse.ArgumentParser:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+            return action.choices[command]
+    return parser
+
+
+def _unknown_arguments_error(parser: argparse.ArgumentParser, command: str | None, extras: list[str]) -> None:
+    target = _subparser(parser, command)
+    options = [s for a in target._actions for s in a.option_strings]
+    parts = []
+    for item in extras:
+        flag = item.split("=", 1)[0]
+        parts.append(item + (did_you_mean(flag, options) if flag.startswith("-") else ""))
+    target.error("unrecognized arguments: " + " ".join(parts))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
-    parser = build_parser(only=command if command in SUBCOMMANDS else None)
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=getattr(logging, str(getattr(args, "log_level", "INFO")).upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    # import only the module of the subcommand at hand (synthesize/merge/--help import none)
+    parser = build_parser(only=command if command in SUBCOMMANDS else "")
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        _unknown_arguments_error(parser, command, extras)
+    configure_logging(args)
     try:
         return int(args._run(args) or 0)
     except (ValueError, TypeError) as err:

@@ -619,8 +619,9 @@ def prepare_model_folder(
         chosen += [n for n in names if any(fnmatch.fnmatch(n, p) for p in LEGACY_WEIGHT_PATTERNS)]
     if "config.json" not in chosen:
         raise HubPublishError(f"{src} holds no config.json: is it a model folder (save_pretrained output)?")
-    for n in chosen:
-        shutil.copyfile(src / n, out / n)
+    if out.resolve() != src.resolve():  # in place (a local card next to the model): nothing to copy
+        for n in chosen:
+            shutil.copyfile(src / n, out / n)
     summary = training_summary(src)
     if log_history is not None:
         summary["log_history"] = list(log_history)

@@ -28,6 +28,15 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 STEPS: tuple[str, ...] = ("synthesize", "train", "evaluate", "push")
+#: Top-level keys of a recipe file.
+SECTIONS: tuple[str, ...] = ("output_dir", "synthesis", "training", "evaluation", "hub")
+#: Keys of the ``evaluation`` section next to ``evaluate_longbench``'s keyword arguments.
+EVALUATION_KEYS: tuple[str, ...] = (
+    "data_dir", "holdout_per_task", "endpoint", "tasks", "tokenizer", "max_length", "limit", "batch_size", "device",
+)
+#: Keys of the ``hub`` section.
+HUB_KEYS: tuple[str, ...] = ("dataset_repo_id", "model_repo_id", "private", "token")
+RESULT_FILE = "recipe_result.json"
 
 
 @dataclass
@@ -99,9 +108,15 @@ def load_recipe(path: str | os.PathLike[str], overrides: list[str] | tuple[str, 
             raise ValueError(f"--set expects section.key=value, got {item!r}")
         key, value = item.split("=", 1)
         _set_dotted(data, key.strip(), yaml.safe_load(value))
-    unknown = set(data) - {"output_dir", "synthesis", "training", "evaluation", "hub"}
+    unknown = sorted(set(data) - set(SECTIONS))
     if unknown:
-        raise ValueError(f"{path}: unknown recipe sections {sorted(unknown)}")
+        from .cli_args import did_you_mean
+
+        named = ", ".join(f"{k!r}{did_you_mean(k, SECTIONS)}" for k in unknown)
+        raise ValueError(f"{path}: unknown recipe sections {named}; sections are {list(SECTIONS)}")
+    for section in SECTIONS[1:]:
+        if data.get(section) is not None and not isinstance(data[section], dict):
+            raise ValueError(f"{path}: section {section!r} must be a mapping, got {type(data[section]).__name__}")
     if "output_dir" not in data:
         raise ValueError(f"{path}: output_dir is required")
     return RecipeConfig(**{k: (v if v is not None else {}) for k, v in data.items()})
@@ -176,6 +191,10 @@ def run_synthesize(recipe: RecipeConfig, result: RecipeResult) -> None:
 
     report = synthesize_to_directory(synthesis_config(recipe), recipe.dataset_dir)
     result.dataset_dir = str(recipe.dataset_dir)
+    if report.examples > 0:
+        from .artifacts import write_dataset_card
+
+        write_dataset_card(recipe.dataset_dir, repo_id=recipe.hub.get("dataset_repo_id"))
     result.synthesis_report = report.to_dict() if hasattr(report, "to_dict") else dict(vars(report))
     logger.info("synthesis: %s", report.summary())
     if report.examples == 0:
@@ -220,11 +239,38 @@ def run_train(recipe: RecipeConfig, result: RecipeResult) -> None:
     values = {k: v for k, v in recipe.training.items() if k not in ("dataset", "output")}
     if len(values) != len(recipe.training):
         logger.warning("recipe training: dataset/output are set by the recipe (output_dir/model)")
+    resume = values.pop("resume_from_checkpoint", None)
     recipe = RecipeConfig(**{**vars(recipe), "training": values})
     job, sft = training_job(recipe, str(_training_data(recipe)))
+    sft.resume_from_checkpoint = resolve_checkpoint(recipe.model_dir, resume)
     trainer = train(job, sft)
     result.model_dir = str(recipe.model_dir)
+    from .artifacts import write_training_artifacts
+
+    write_training_artifacts(
+        trainer, recipe.model_dir, repo_id=recipe.hub.get("model_repo_id"),
+        dataset_repo_id=recipe.hub.get("dataset_repo_id"),
+    )
     logger.info("trained %d steps -> %s", trainer.state.global_step, recipe.model_dir)
+
+
+def resolve_checkpoint(model_dir: Path, resume: Any) -> str | None:
+    """``resume_from_checkpoint`` of a recipe: ``None``/``false`` = start fresh; ``true``/``"last"`` = the
+    newest ``checkpoint-*`` folder of ``model_dir`` (fresh start, logged, when there is none); a path = it."""
+    if resume in (None, False, "", "false", "no"):
+        return None
+    if resume in (True, "true", "last", "yes"):
+        from transformers.trainer_utils import get_last_checkpoint
+
+        last = get_last_checkpoint(str(model_dir)) if model_dir.is_dir() else None
+        if last is None:
+            logger.info("resume: no checkpoint-* in %s, training from the start", model_dir)
+        else:
+            logger.info("resume: continuing from %s", last)
+        return last
+    if not Path(str(resume)).is_dir():
+        raise ValueError(f"training.resume_from_checkpoint: {resume!r} is not a checkpoint folder")
+    return str(resume)
 
 
 def run_evaluate(recipe: RecipeConfig, result: RecipeResult) -> None:
@@ -283,36 +329,185 @@ def run_push(recipe: RecipeConfig, result: RecipeResult) -> None:
 _RUNNERS = {"synthesize": run_synthesize, "train": run_train, "evaluate": run_evaluate, "push": run_push}
 
 
-def run_recipe(recipe: RecipeConfig, steps: list[str] | tuple[str, ...] = STEPS) -> RecipeResult:
-    """Run ``steps`` of ``recipe`` in the fixed order synthesize -> train -> evaluate -> push."""
+def _known_training_keys() -> set[str]:
+    import dataclasses
+
+    import trl
+
+    from .training import TrainingJobArguments
+
+    return (
+        {f.name for f in dataclasses.fields(TrainingJobArguments)}
+        | {f.name for f in dataclasses.fields(trl.SFTConfig) if f.init}
+        | {"warmup_ratio"}
+    )
+
+
+def validate_recipe(recipe: RecipeConfig) -> None:
+    """Raise ``ValueError`` on unknown keys (with a "did you mean" suggestion) or invalid synthesis
+    settings, before anything is written."""
+    import dataclasses
+    import inspect
+
+    from .cli_args import unknown_names_message
+    from .config import SynthesisConfig
+
+    def check(section: str, values: dict[str, Any], known: set[str] | tuple[str, ...]) -> None:
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ValueError(unknown_names_message(f"recipe {section}", unknown, sorted(known), prefix=f"{section}."))
+
+    check("synthesis", recipe.synthesis, {f.name for f in dataclasses.fields(SynthesisConfig)})
+    if recipe.training:
+        check("training", recipe.training, _known_training_keys() | {"dataset", "output"})
+    eval_keys = set(EVALUATION_KEYS)
+    if set(recipe.evaluation) - eval_keys:
+        from .evaluation import evaluate_longbench
+
+        eval_keys |= set(inspect.signature(evaluate_longbench).parameters) - {"model_or_backend", "output_dir"}
+    check("evaluation", recipe.evaluation, eval_keys)
+    check("hub", recipe.hub, HUB_KEYS)
+    synthesis_config(recipe)  # the settings' own validation
+
+
+def preflight(recipe: RecipeConfig, steps: list[str] | tuple[str, ...] = STEPS) -> None:
+    """Check every id and path the chosen ``steps`` need (seed data, generator and tokenizer, base
+    model, datasets from earlier steps, LongBench data, the output folder) before anything is
+    generated or trained. Raises :class:`~hf_context_synthesis.dry_run.RunSetupError` (one line)."""
+    from .dry_run import RunSetupError, _check_writable, check_model, check_synthesis_inputs
+
+    validate_recipe(recipe)
+    _check_writable(recipe.output_dir, "recipe")
+    if "synthesize" in steps:
+        check_synthesis_inputs(
+            synthesis_config(recipe), step="recipe step synthesize",
+            setting_hint="--set synthesis.generator_model=NAME_OR_PATH", setting_prefix="synthesis.",
+        )
+    elif any(s in steps for s in ("train", "push")) and not list(recipe.dataset_dir.glob("data/*.parquet")):
+        if "train" in steps or recipe.hub.get("dataset_repo_id"):
+            raise RunSetupError(
+                f"recipe: no synthesized data in {recipe.dataset_dir} (run --steps synthesize first)"
+            )
+    if "train" in steps:
+        model = recipe.training.get("model")
+        if not model:
+            raise RunSetupError("recipe step train: training.model is required (--set training.model=NAME_OR_PATH)")
+        check_model(model, what="base model", step="recipe step train",
+                    setting_hint="--set training.model=NAME_OR_PATH")
+    if "evaluate" in steps:
+        data_dir = recipe.evaluation.get("data_dir")
+        if data_dir and not Path(data_dir).is_dir():
+            raise RunSetupError(
+                f"recipe step evaluate: evaluation.data_dir {data_dir!r} is not a folder of LongBench <task>.jsonl "
+                "files (see the README: Seeds and LongBench data)"
+            )
+        if "train" not in steps and not recipe.evaluation.get("endpoint") and (data_dir or recipe.evaluation.get("holdout_per_task")):
+            if not (recipe.model_dir / "config.json").is_file():
+                raise RunSetupError(f"recipe step evaluate: no trained model in {recipe.model_dir} (run --steps train first)")
+
+
+def plan(recipe: RecipeConfig, steps: list[str] | tuple[str, ...] = STEPS) -> str:
+    """The ``--dry-run`` text of a recipe: the synthesis plan and what every later step would write."""
+    from .dry_run import plan_synthesis
+
+    lines = [f"recipe {recipe.output_dir}: steps {', '.join(s for s in STEPS if s in steps)}"]
+    if "synthesize" in steps:
+        lines.append(plan_synthesis(synthesis_config(recipe), recipe.dataset_dir).to_text())
+    out = Path(recipe.output_dir)
+    holdout = int(recipe.evaluation.get("holdout_per_task") or 0)
+    if "train" in steps:
+        lines.append(f"train: {recipe.training.get('model')} -> {recipe.model_dir}/ (model, tokenizer, "
+                     "context_synthesis_training.json, trainer_state.json, README.md model card, training_loss.png)")
+        if holdout:
+            lines.append(f"  holds out {holdout} example(s) per task: {recipe.train_dir}/, {recipe.holdout_dir}/<task>.jsonl")
+    if "evaluate" in steps:
+        sources = [name for name, on in (("longbench", recipe.evaluation.get("data_dir")), ("holdout", holdout)) if on]
+        lines.append(f"evaluate: {', '.join(sources) or 'nothing configured'}"
+                     + "".join(f" -> {recipe.eval_dir / s}/" for s in sources))
+    if "push" in steps:
+        repos = [r for r in (recipe.hub.get("dataset_repo_id"), recipe.hub.get("model_repo_id")) if r]
+        lines.append(f"push: {', '.join(repos) or 'nothing configured (hub.dataset_repo_id / hub.model_repo_id)'}")
+    lines.append(f"summary: {out / RESULT_FILE}")
+    return "\n".join(lines)
+
+
+def _load_previous_result(path: Path) -> RecipeResult:
+    import dataclasses
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return RecipeResult()
+    names = {f.name for f in dataclasses.fields(RecipeResult)}
+    return RecipeResult(**{k: v for k, v in data.items() if k in names})
+
+
+def run_recipe(
+    recipe: RecipeConfig, steps: list[str] | tuple[str, ...] = STEPS, *, check: bool = True
+) -> RecipeResult:
+    """Run ``steps`` of ``recipe`` in the fixed order synthesize -> train -> evaluate -> push.
+
+    Everything the steps need is checked first (:func:`preflight`; ``check=False`` skips it). The
+    summary ``recipe_result.json`` accumulates: a run with some ``steps`` keeps what earlier runs
+    recorded for the other steps. A first run that fails leaves no empty ``output_dir`` behind.
+    """
     unknown = set(steps) - set(STEPS)
     if unknown:
         raise ValueError(f"unknown steps {sorted(unknown)}; steps are {list(STEPS)}")
-    Path(recipe.output_dir).mkdir(parents=True, exist_ok=True)
-    result = RecipeResult()
-    for step in STEPS:
-        if step in steps:
-            logger.info("recipe step: %s", step)
-            _RUNNERS[step](recipe, result)
+    if check:
+        preflight(recipe, steps)
+    out = Path(recipe.output_dir)
+    existed = out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    result_path = out / RESULT_FILE
+    result = _load_previous_result(result_path)
+    result.eval_results = []
+    if "evaluate" in steps:
+        result.eval_scores = {}
+    try:
+        for step in STEPS:
+            if step in steps:
+                logger.info("recipe step: %s", step)
+                _RUNNERS[step](recipe, result)
+    except BaseException:
+        if not existed:
+            from .cli import _remove_empty_dirs
+
+            _remove_empty_dirs(out)
+        raise
     summary = {k: v for k, v in vars(result).items() if k != "eval_results"}
-    (Path(recipe.output_dir) / "recipe_result.json").write_text(json.dumps(summary, indent=2, default=str))
+    result_path.write_text(json.dumps(summary, indent=2, default=str))
     return result
 
 
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``context-synthesis run``."""
-    parser.add_argument("recipe", help="Recipe YAML (see examples/configs/).")
-    parser.add_argument("--steps", nargs="+", choices=STEPS, default=list(STEPS), help="Steps to run.")
+    parser.add_argument("recipe", help="Recipe YAML (see examples/configs/ and docs/settings.md).")
+    parser.add_argument("--steps", nargs="+", choices=STEPS, default=list(STEPS),
+                        help="Steps to run, in the fixed order synthesize -> train -> evaluate -> push.")
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-        help="Override one setting, e.g. --set synthesis.endpoint=http://tgi:8080 (repeatable).",
+        help="Override one setting, e.g. --set synthesis.endpoint=http://tgi:8080 (repeatable; values are YAML).",
     )
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="Check every id and path, print seeds per task, requests to make vs cached, estimated "
+                             "tokens and the output layout; generate and train nothing.")
+    parser.add_argument("--resume", action="store_true",
+                        help="Resume training from the newest checkpoint-* in OUTPUT_DIR/model "
+                             "(same as --set training.resume_from_checkpoint=last).")
+    parser.add_argument("--log-level", default="INFO", help="Logging level (overrides -v/-q), e.g. DEBUG.")
 
 
 def run_cli(args: argparse.Namespace) -> int:
     """Run ``context-synthesis run``; prints where things went and the scores."""
-    recipe = load_recipe(args.recipe, args.overrides)
+    overrides = list(args.overrides)
+    if getattr(args, "resume", False):
+        overrides.append("training.resume_from_checkpoint=last")
+    recipe = load_recipe(args.recipe, overrides)
+    if getattr(args, "dry_run", False):
+        preflight(recipe, args.steps)
+        print(plan(recipe, args.steps))
+        return 0
     result = run_recipe(recipe, args.steps)
     print(f"outputs in {recipe.output_dir}")
     for key, score in sorted(result.eval_scores.items()):

@@ -1,0 +1,112 @@
+"""Local artefacts next to the outputs: the dataset card and its plot beside the data, the model
+card, ``trainer_state.json`` and the loss curve beside the model.
+
+What ``push-dataset``/``push-model`` would upload is visible before any push: the same cards, rendered
+offline with :func:`~hf_context_synthesis.cards.render_dataset_card` /
+:func:`~hf_context_synthesis.cards.render_model_card`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+#: The Trainer's state file (log history = the loss curve's data).
+TRAINER_STATE_FILE = "trainer_state.json"
+
+
+def write_dataset_card(directory: str | os.PathLike[str], *, repo_id: str | None = None, **card_kwargs: Any) -> Path:
+    """Write ``README.md`` (the dataset card) and ``length_histogram.png`` into a folder written by
+    :func:`~hf_context_synthesis.output.synthesize_to_directory`; returns the card's path.
+
+    ``repo_id`` (default: the folder name) is only used in the card's title and usage snippet.
+    """
+    from .cards import dataset_statistics, render_dataset_card
+    from .hub import _Columns, _parquet_columns, _read_json
+    from .output import CONFIG_FILE, REPORT_FILE
+    from .plots import LENGTH_HISTOGRAM_FILE, plot_length_histogram
+
+    out = Path(directory)
+    files = sorted((out / "data").glob("*.parquet"))
+    columns = _Columns(_parquet_columns(files)) if files else _Columns()
+    _add_context_words(files, columns)
+    stats = dataset_statistics(columns)
+    histogram = None
+    if columns.get("num_tokens"):
+        groups: dict[str, list[int]] = {}
+        for task, n in zip(columns.get("task", ["all"] * len(columns["num_tokens"])), columns["num_tokens"]):
+            groups.setdefault(str(task), []).append(int(n))
+        histogram = plot_length_histogram(groups, out / LENGTH_HISTOGRAM_FILE, title="Tokens per example")
+    splits = sorted({f.name.split("-")[0] for f in files}) or ["train"]
+    card = render_dataset_card(
+        repo_id=repo_id or f"local/{out.resolve().name}",
+        statistics=stats,
+        config=_read_json(out / CONFIG_FILE),
+        report=_read_json(out / REPORT_FILE),
+        histogram_file=LENGTH_HISTOGRAM_FILE if histogram else None,
+        splits=splits,
+        **card_kwargs,
+    )
+    path = out / "README.md"
+    path.write_text(card, encoding="utf-8")
+    logger.info("wrote the dataset card %s", path)
+    return path
+
+
+def _add_context_words(files: list[Path], columns: dict[str, list[Any]]) -> None:
+    """Add ``context_words`` (words of each relevant context) to ``columns`` for the card."""
+    import pyarrow.parquet as pq
+
+    words: list[int] = []
+    for f in files:
+        pf = pq.ParquetFile(f)
+        if "relevant_context" not in pf.schema_arrow.names:
+            return
+        for batch in pf.iter_batches(columns=["relevant_context"], batch_size=256):
+            words.extend(len(str(t or "").split()) for t in batch.column(0).to_pylist())
+    if words:
+        columns["context_words"] = words
+
+
+def write_trainer_state(trainer: Any, output_dir: str | os.PathLike[str]) -> Path:
+    """Save ``trainer.state`` (``log_history``: loss per logging step) as ``trainer_state.json``."""
+    path = Path(output_dir) / TRAINER_STATE_FILE
+    trainer.state.save_to_json(str(path))
+    return path
+
+
+def write_model_card(output_dir: str | os.PathLike[str], *, repo_id: str | None = None, **card_kwargs: Any) -> Path:
+    """Write ``README.md`` (the model card) and ``training_loss.png`` into a training output folder,
+    from its ``context_synthesis_training.json`` and ``trainer_state.json``; returns the card's path."""
+    from .hub import prepare_model_folder
+
+    out = Path(output_dir)
+    prepare_model_folder(out, out, repo_id=repo_id or f"local/{out.resolve().name}", **card_kwargs)
+    logger.info("wrote the model card %s", out / "README.md")
+    return out / "README.md"
+
+
+def write_training_artifacts(trainer: Any, output_dir: str | os.PathLike[str], **card_kwargs: Any) -> Path | None:
+    """After training: ``trainer_state.json``, the model card and the loss curve in ``output_dir``
+    (main process only). Returns the card's path."""
+    if hasattr(trainer, "is_world_process_zero") and not trainer.is_world_process_zero():
+        return None
+    write_trainer_state(trainer, output_dir)
+    try:
+        return write_model_card(output_dir, **card_kwargs)
+    except Exception as err:  # noqa: BLE001 - a card must never cost the trained model
+        logger.warning("model card not written: %s", err)
+        return None
+
+
+def read_json(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """A JSON file's object, or ``None`` when it is missing or unreadable."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
