@@ -363,7 +363,7 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=None, help="At most N examples per task.")
     parser.add_argument("--batch-size", type=int, default=8, help="Local batch size / TGI requests in flight.")
     parser.add_argument("--device", default=None, help="Device for a local model (default: cuda if available).")
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--log-level", default="INFO", help="Logging level (overrides -v/-q), e.g. DEBUG.")
 
 
 def run_cli(args: argparse.Namespace) -> int:
