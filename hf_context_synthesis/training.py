@@ -564,5 +564,8 @@ def run_cli(args: argparse.Namespace) -> int:
     sft_values.pop("output_dir", None)
     sft_config = default_sft_config(job.output, **sft_values)
     trainer = train(job, sft_config)
+    from .artifacts import write_training_artifacts  # trainer_state.json, model card, loss curve
+
+    write_training_artifacts(trainer, job.output)
     print(f"Trained {trainer.state.global_step} steps; model and {SUMMARY_FILE} saved to {job.output}")
     return 0
