@@ -202,6 +202,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         add_verbosity_arguments(p)
         if name == "train":
             _show_train_defaults(p)
+            run = _with_train_preflight(run)
         p.set_defaults(_run=run)
     return parser
 
@@ -241,6 +242,27 @@ def _show_train_defaults(parser: argparse.ArgumentParser) -> None:
             value = getattr(value, "value", value)
             text = f"{text} [default: {value}]"
         action.help = text.replace("%", "%%") if "%(" not in text else text
+
+
+def _with_train_preflight(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """``train`` checks its base model and dataset path before loading anything."""
+
+    def run_train(args: argparse.Namespace) -> int:
+        from .dry_run import check_model, check_seed_source
+
+        for attr in ("model_name_or_path", "model"):
+            model = getattr(args, attr, None)
+            if isinstance(model, str) and model:
+                check_model(model, what="base model", step="train", setting_hint=f"--{attr} NAME_OR_PATH")
+                break
+        for attr in ("dataset_name", "dataset"):
+            data = getattr(args, attr, None)
+            if isinstance(data, str) and data:
+                check_seed_source(data, step="train", setting_hint=f"--{attr} FOLDER_OR_ID", what="training data")
+                break
+        return run(args)
+
+    return run_train
 
 
 def configure_logging(args: argparse.Namespace) -> None:

@@ -57,21 +57,36 @@ def check_model(name: str, *, what: str, step: str, setting_hint: str, kind: str
         or not _HUB_ID.match(expanded)
     if looks_local:
         raise RunSetupError(f"{step}: {what} {name!r} is not a folder on this machine. {fix}")
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url, try_to_load_from_cache
 
-    last: BaseException | None = None
-    for filename in wanted:
+    for filename in wanted:  # the local cache first: no network needed
+        if isinstance(try_to_load_from_cache(str(name), filename), str):
+            return "cache"
+    if constants.HF_HUB_OFFLINE:
+        raise RunSetupError(f"{step}: {what} {name!r} is not in the local Hub cache and HF_HUB_OFFLINE is set. {fix}")
+    reason = "not found"
+    for filename in wanted:  # one HEAD request, no retries: a machine without network fails in seconds
         try:
-            hf_hub_download(str(name), filename)
+            get_hf_file_metadata(hf_hub_url(str(name), filename), timeout=10)
             return "hub"
         except Exception as err:  # noqa: BLE001 - any failure means "cannot load"; the reason is shown
-            last = err
-            name_of = type(err).__name__
-            if name_of in ("EntryNotFoundError", "RemoteEntryNotFoundError"):
+            kind = type(err).__name__
+            if kind in ("EntryNotFoundError", "RemoteEntryNotFoundError"):
+                reason = f"the repository has no {filename}"
                 continue  # the repo exists but lacks this file: try the next one
+            reason = _REASONS.get(kind) or _short(err)
+            if kind not in _REASONS and not getattr(err, "response", None):
+                reason = f"the Hub cannot be reached and it is not in the local cache ({_short(err)})"
             break
-    reason = _short(last) if last is not None else "not found"
-    raise RunSetupError(f"{step}: cannot load {what} {name!r} ({reason}). {fix}")
+    raise RunSetupError(f"{step}: cannot load {what} {name!r}: {reason}. {fix}")
+
+
+_REASONS = {
+    "RepositoryNotFoundError": "no such model repository on the Hub (or it is private: log in with `hf auth login`)",
+    "GatedRepoError": "the repository is gated: accept its conditions on the Hub and log in with `hf auth login`",
+    "LocalEntryNotFoundError": "the Hub cannot be reached and it is not in the local cache",
+    "OfflineModeIsEnabled": "it is not in the local cache and HF_HUB_OFFLINE is set",
+}
 
 
 def _check_writable(path: str | os.PathLike[str], step: str) -> None:
@@ -201,11 +216,16 @@ def plan_synthesis(config: Any, output_dir: str | os.PathLike[str], *, datasets_
 
     loaded = load_seeds(config)
     seeds = loaded.examples
-    backend = make_backend(config)
-    try:
-        model_id = _run_coro(backend.model_id())
-    finally:
-        _run_coro(backend.aclose())
+    if config.endpoints:  # the server names its model (as in the run)
+        backend = make_backend(config)
+        try:
+            model_id = _run_coro(backend.model_id())
+        finally:
+            _run_coro(backend.aclose())
+    else:  # the embedded backend's id is the configured name: no need to load the model
+        from .config import DEFAULT_GENERATOR_MODEL
+
+        model_id = config.generator_model or DEFAULT_GENERATOR_MODEL
     cache_path = default_cache_path(config, datasets_cache_dir)
     cache = GenerationCache(cache_path) if os.path.exists(cache_path) else None
     settings = {"api": config.api, "max_new_tokens": config.max_new_tokens, "temperature": config.temperature,
