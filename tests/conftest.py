@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# Tests never write into the user's ~/.cache: every Hub/datasets/matplotlib cache of this test session
+# lives in one temporary folder, set before any test module imports datasets or huggingface_hub
+# (they read these variables once, at import). Subprocesses inherit it.
+_TEST_HOME = tempfile.mkdtemp(prefix="hf-context-synthesis-tests-")
+for _name, _sub in (("HF_HOME", "hf-home"), ("HF_DATASETS_CACHE", "hf-home/datasets"),
+                    ("HF_HUB_CACHE", "hf-home/hub"), ("MPLCONFIGDIR", "matplotlib"), ("XDG_CACHE_HOME", "xdg-cache")):
+    os.environ[_name] = os.path.join(_TEST_HOME, _sub)
+atexit.register(shutil.rmtree, _TEST_HOME, ignore_errors=True)
 
 SEEDS_DIR = Path(__file__).resolve().parents[2] / "shared" / "seeds" / "longbench-train-1.6k"
 
