@@ -62,10 +62,11 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """``argparse.ArgumentParser`` with this CLI's formatter."""
+    """``argparse.ArgumentParser`` with this CLI's formatter and no abbreviated flags."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", HelpFormatter)
+        kwargs.setdefault("allow_abbrev", False)  # a typo is an error with a suggestion, not a silent prefix match
         super().__init__(*args, **kwargs)
 
 
@@ -281,8 +282,11 @@ def configure_logging(args: argparse.Namespace) -> None:
     explicit = str(getattr(args, "log_level", "INFO") or "INFO").upper()
     if explicit != "INFO":
         level = getattr(logging, explicit, level)
-    logging.basicConfig(level=logging.WARNING if level < logging.WARNING and verbose < 2 else level,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    root_level = logging.WARNING if level < logging.WARNING and verbose < 2 else level
+    root = logging.getLogger()
+    if not root.handlers:  # keep handlers the host process installed (e.g. pytest's)
+        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    root.setLevel(root_level)
     logging.getLogger("hf_context_synthesis").setLevel(level)
     noisy_level = logging.DEBUG if verbose >= 2 else max(level, logging.WARNING)
     for name in ("httpx", "httpcore", "urllib3", "filelock", "asyncio", "matplotlib", "PIL"):

@@ -207,11 +207,15 @@ def did_you_mean(name: str, candidates: Iterable[str], *, prefix: str = "") -> s
     """``" (did you mean --max-seeds?)"`` for the closest candidate, or ``""`` when none is close."""
     pool = list(dict.fromkeys(candidates))
     key = name.lstrip("-").replace("-", "_")
-    normalized = {c.lstrip("-").replace("-", "_"): c for c in pool}
+    normalized: dict[str, list[str]] = {}
+    for c in pool:
+        normalized.setdefault(c.lstrip("-").replace("-", "_"), []).append(c)
     match = difflib.get_close_matches(key, list(normalized), n=1, cutoff=0.6)
     if not match:
         return ""
-    return f" (did you mean {prefix}{normalized[match[0]]}?)"
+    spellings = normalized[match[0]]  # --max-seeds / --max_seeds: answer in the user's style
+    styled = [s for s in spellings if ("_" in s) == ("_" in name) and ("-" in s.lstrip("-")) == ("-" in name.lstrip("-"))]
+    return f" (did you mean {prefix}{(styled or spellings)[0]}?)"
 
 
 def unknown_names_message(where: str, unknown: Sequence[str], known: Iterable[str], prefix: str = "") -> str:

@@ -1,0 +1,208 @@
+"""The ``context-synthesis`` command line as a user meets it: help for every flag (from the field docs),
+--version, "did you mean", one-line first-run errors that leave nothing behind, --dry-run, local cards,
+quiet logging, and the offline demo recipe end to end."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hf_context_synthesis.cli import build_parser, configure_logging, main
+from hf_context_synthesis.cli_args import field_docs, plain_text
+from hf_context_synthesis.testing.fake_tgi import FakeTGIServer
+
+TASKS = ("hotpotqa", "qasper")
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    raise AssertionError("no subcommands")
+
+
+@pytest.fixture(scope="module")
+def seed_folder(tmp_path_factory, seeds_dir) -> Path:
+    out = tmp_path_factory.mktemp("seeds")
+    for task in TASKS:
+        lines = (seeds_dir / f"{task}.jsonl").read_text(encoding="utf-8").splitlines()[:3]
+        (out / f"{task}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return out
+
+
+@pytest.fixture(scope="module")
+def tgi():
+    with FakeTGIServer(latency=0.0, capacity=8) as server:
+        yield server
+
+
+def test_every_flag_of_every_subcommand_has_help():
+    subs = _subparsers(build_parser())
+    assert {"synthesize", "merge", "train", "evaluate", "push-dataset", "push-model", "run", "demo"} <= set(subs)
+    for name, sub in subs.items():
+        missing = [a.option_strings or a.dest for a in sub._actions if not (a.help or "").strip()]
+        assert missing == [], f"{name}: flags without help {missing}"
+        sub.format_help()  # every help string formats (no stray %)
+
+
+def test_synthesize_help_is_the_field_docs_with_defaults_and_choices(capsys):
+    from hf_context_synthesis.config import SynthesisConfig
+
+    with pytest.raises(SystemExit) as exc:
+        main(["synthesize", "--help"])
+    assert exc.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    docs = field_docs(SynthesisConfig)
+    for f in dataclasses.fields(SynthesisConfig):
+        first_words = " ".join(plain_text(docs[f.name]).split()[:6])
+        assert first_words in text, f.name  # the help is the field's doc: they cannot drift
+    assert "[default: 2000]" in text  # context_words
+    assert "choices: uniform, beginning, middle, end" in text  # relevant_position (a Literal)
+
+
+def test_train_help_shows_effective_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "[default: 2e-05]" in text and "[default: cosine]" in text
+
+
+def test_version_and_plain_description(capsys):
+    from hf_context_synthesis import __version__
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0 and __version__ in capsys.readouterr().out
+    description = build_parser().description
+    assert "``" not in description and ":class:" not in description
+
+
+def test_unknown_flag_gets_a_suggestion_and_writes_nothing(tmp_path, capsys, seed_folder):
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exc:
+        main(["synthesize", "--seed", str(seed_folder), "--output", str(out), "--max-seed", "2"])
+    assert exc.value.code == 2
+    assert "did you mean --max-seeds" in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("synthesis.max_seed=2", "did you mean synthesis.max_seeds"),
+        ("training.lerning_rate=0.1", "did you mean training.learning_rate"),
+        ("evaluaton.limit=1", "did you mean evaluation?"),
+    ],
+)
+def test_unknown_recipe_setting_gets_a_suggestion_before_any_file(tmp_path, capsys, seed_folder, override, expected):
+    out = tmp_path / "run"
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({"output_dir": str(out), "synthesis": {"seed": str(seed_folder)}}))
+    assert main(["run", str(recipe), "--set", override]) == 2
+    assert expected in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_model_that_cannot_be_downloaded_is_one_error_line_and_no_folder(tmp_path, capfd, monkeypatch, seed_folder):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    out = tmp_path / "run"
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "output_dir": str(out),
+        "synthesis": {"seed": str(seed_folder), "generator_model": "no-such-org/no-such-model"},
+        "training": {"model": "no-such-org/no-such-model"},
+    }))
+    assert main(["run", str(recipe)]) == 2
+    err = capfd.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    line = err[0]
+    for needle in ("no-such-org/no-such-model", "synthesize", "HF_HUB_OFFLINE", "local folder",
+                   "--set synthesis.generator_model="):
+        assert needle in line, needle
+    assert not out.exists()
+
+
+def test_synthesize_dry_run_then_run_writes_card_and_plot(tmp_path, capsys, seed_folder, tgi):
+    out = tmp_path / "data"
+    cache = tmp_path / "cache"
+    common = ["synthesize", "--seed", str(seed_folder), "--endpoint", tgi.url, "--output", str(out),
+              "--generation-cache-dir", str(cache), "--num-distractors", "1", "--context-words", "150",
+              "--progress", "false"]
+    before = tgi.stats().generation_requests
+    assert main([*common, "--dry-run"]) == 0
+    plan = capsys.readouterr().out
+    assert "hotpotqa  3" in plan and "qasper    3" in plan
+    assert "requests: 6 to make, 0 already cached" in plan
+    assert "estimated tokens" in plan and "README.md" in plan
+    assert tgi.stats().generation_requests == before and not out.exists() and not cache.exists()
+
+    assert main(common) == 0
+    assert tgi.stats().generation_requests == before + 6
+    card = (out / "README.md").read_text()
+    assert (out / "length_histogram.png").stat().st_size > 1000
+    assert "about two thousand words" not in card
+    assert "150 words asked for" in card and "words measured" in card
+    assert "Made with [hf-context-synthesis](https://pypi.org/project/hf-context-synthesis/)" in card
+    capsys.readouterr()
+    assert main([*common, "--dry-run"]) == 0  # the same settings again: everything is cached
+    assert "requests: 0 to make, 6 already cached" in capsys.readouterr().out
+
+    # push-dataset --dry-run lists the upload without any Hub (none is running)
+    assert main(["push-dataset", str(out), "you/data", "--dry-run"]) == 0
+    listing = capsys.readouterr().out
+    for name in ("README.md", "data/train-00000-of-00001.parquet", "length_histogram.png"):
+        assert name in listing
+
+
+def test_logging_levels_and_quiet_third_parties():
+    parser = build_parser(only="")
+    configure_logging(parser.parse_args(["synthesize", "--seed", "s", "--output", "o"]))
+    assert logging.getLogger("hf_context_synthesis").getEffectiveLevel() == logging.INFO
+    assert logging.getLogger("httpx").getEffectiveLevel() >= logging.WARNING  # no request lines
+    assert logging.getLogger("huggingface_hub").propagate is False  # its warnings print once
+    configure_logging(parser.parse_args(["-q", "synthesize", "--seed", "s", "--output", "o"]))
+    assert logging.getLogger("hf_context_synthesis").getEffectiveLevel() == logging.WARNING
+    configure_logging(parser.parse_args(["synthesize", "--seed", "s", "--output", "o", "-v"]))
+    assert logging.getLogger("hf_context_synthesis").getEffectiveLevel() == logging.DEBUG
+    assert logging.getLogger("httpx").getEffectiveLevel() >= logging.WARNING
+    configure_logging(parser.parse_args(["-vv", "synthesize", "--seed", "s", "--output", "o"]))
+    assert logging.getLogger("httpx").getEffectiveLevel() == logging.DEBUG
+    configure_logging(parser.parse_args(["synthesize", "--seed", "s", "--output", "o"]))
+
+
+def test_offline_demo_recipe_end_to_end(tmp_path, capsys, caplog):
+    """The documented demo: tiny model + loopback TGI, nothing downloaded; then re-runs of single steps
+    accumulate recipe_result.json, and `run --resume` continues from the last checkpoint."""
+    from hf_context_synthesis.testing.demo import run_demo
+
+    out = tmp_path / "demo"
+    assert main(["demo", "--output-dir", str(out), "-q"]) == 0
+    assert "demo outputs in" in capsys.readouterr().out
+    assert len(list((out / "dataset" / "data").glob("*.parquet"))) == 1
+    assert (out / "dataset" / "README.md").is_file() and (out / "dataset" / "length_histogram.png").is_file()
+    state = json.loads((out / "model" / "trainer_state.json").read_text())
+    losses = [e["loss"] for e in state["log_history"] if "loss" in e]
+    assert len(losses) == 6  # one per logged step: the loss curve exists
+    assert (out / "model" / "training_loss.png").stat().st_size > 1000
+    assert "![Training loss](training_loss.png)" in (out / "model" / "README.md").read_text()
+    first = json.loads((out / "recipe_result.json").read_text())
+    assert first["synthesis_report"]["requested"] == 16 and first["model_dir"]
+    assert sorted(first["eval_scores"]) == [f"holdout/{t}" for t in ("govreport", "hotpotqa", "narrativeqa", "qasper")]
+
+    # resume: two more steps from checkpoint-6; the result keeps the synthesis report of the first run
+    caplog.set_level(logging.INFO, logger="hf_context_synthesis")
+    run_demo(output_dir=str(out), steps=["train"], overrides=["training.max_steps=8", "training.resume_from_checkpoint=last"])
+    assert any("continuing from" in r.getMessage() and "checkpoint-6" in r.getMessage() for r in caplog.records)
+    state = json.loads((out / "model" / "trainer_state.json").read_text())
+    assert state["global_step"] == 8
+    second = json.loads((out / "recipe_result.json").read_text())
+    assert second["synthesis_report"] == first["synthesis_report"]
+    assert second["eval_scores"] == first["eval_scores"]
