@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from .backends.base import GenerationBackend, GenerationRequest, GenerationResult, RequestQueue
 from .cache import GenerationCache, request_key
 from .config import SynthesisConfig
-from .progress import progress_bar
+from .progress import RequestProgress
 from .prompts import DEFAULT_SYSTEM_PROMPT, parse_context, render_synthesis_messages
 from .report import SynthesisReport
 from .seeds import SeedExample, load_seeds
@@ -233,7 +233,8 @@ class ContextSynthesizer:
                 seed=seed_value,
             )
 
-        bar = progress_bar(total=len(seeds), desc="Synthesizing contexts", unit="ctx", enabled=config.progress)
+        # advances per finished request (cache hits do not enter the rate), with output tokens/s
+        bar = RequestProgress(total=len(seeds), desc="Synthesizing contexts", unit="seed", enabled=config.progress)
         key_of: dict[int, str] = {}
 
         def judge(i: int, text: str) -> bool:
@@ -271,7 +272,9 @@ class ContextSynthesizer:
                     key_to_seeds[req.key] = [i]
                     return req
                 report.cached += 1
-                if judge(i, cached):
+                with bar.from_cache():
+                    settled = judge(i, cached)
+                if settled:
                     return None
 
         def seed_rejected(i: int) -> bool:
@@ -306,6 +309,7 @@ class ContextSynthesizer:
                     logger.warning("ignoring an unexpected second result for request %s", res.key[:12])
                     continue
                 report.retried += max(0, res.attempts - 1)
+                bar.request_done(res.tokens_out if res.ok else 0)
                 if res.ok:
                     self.cache.put(res.key, res.text, model=model_id, tokens_in=res.tokens_in, tokens_out=res.tokens_out)
                     report.generated += 1

@@ -206,3 +206,22 @@ def test_offline_demo_recipe_end_to_end(tmp_path, capsys, caplog):
     second = json.loads((out / "recipe_result.json").read_text())
     assert second["synthesis_report"] == first["synthesis_report"]
     assert second["eval_scores"] == first["eval_scores"]
+
+
+def test_synthesis_bar_shows_tokens_per_second_and_keeps_cache_hits_out_of_the_rate(tmp_path, capfd, seed_folder, tgi):
+    from hf_context_synthesis.progress import RequestProgress
+
+    args = ["synthesize", "--seed", str(seed_folder), "--endpoint", tgi.url, "--output", str(tmp_path / "d"),
+            "--generation-cache-dir", str(tmp_path / "c"), "--num-distractors", "1", "-q"]
+    assert main(args) == 0
+    err = capfd.readouterr().err
+    assert "Synthesizing contexts" in err and "tok/s out" in err and "6/6" in err
+    assert main(args) == 0  # everything cached now
+    assert "6 cached" in capfd.readouterr().err
+
+    bar = RequestProgress(total=10, desc="t")
+    with bar.from_cache():
+        bar.update(4)
+    bar.update(1)
+    assert bar.bar.n == 5 and bar.bar.initial == 4  # tqdm's rate counts the one real request only
+    bar.close()
