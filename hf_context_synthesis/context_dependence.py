@@ -120,11 +120,12 @@ def answer_log_likelihoods(
     batch_size: int = 4,
     max_length: int | None = None,
     reduction: Literal["mean", "sum"] = "mean",
+    progress_desc: str | None = "Answer log-likelihoods",
 ) -> list[float]:
     """Log-likelihood of each ``answers[i]`` after ``prompts[i]`` under a causal LM.
 
     ``reduction="mean"`` averages over answer tokens, ``"sum"`` adds them. Answers that tokenize
-    to nothing get ``nan``.
+    to nothing get ``nan``. A progress bar named ``progress_desc`` (``None``: none) follows the batches.
     """
     import torch
 
@@ -158,9 +159,13 @@ def answer_log_likelihoods(
     device = _model_device(model)
     was_training = getattr(model, "training", False)
     model.eval()
+    from .progress import progress_bar
+
+    bar = progress_bar(total=len(order), desc=progress_desc or "", unit="ex", enabled=progress_desc is not None)
     try:
         for start in range(0, len(order), batch_size):
             idx = [i for i in order[start : start + batch_size] if pairs[i][1] > 0]
+            bar.update(len(order[start : start + batch_size]))
             if not idx:
                 continue
             width = max(len(pairs[i][0]) for i in idx)
@@ -192,6 +197,7 @@ def answer_log_likelihoods(
                 ll = token_ll[row, -n:]
                 out[i] = float(ll.sum() if reduction == "sum" else ll.mean())
     finally:
+        bar.close()
         if was_training:
             model.train()
     return out
@@ -221,8 +227,10 @@ def context_dependence_scores(
         without.append(wo)
         answers.append(a)
     common = {"batch_size": batch_size, "max_length": max_length, "reduction": reduction}
-    ll_with = answer_log_likelihoods(model, tokenizer, with_ctx, answers, **common)
-    ll_without = answer_log_likelihoods(model, tokenizer, without, answers, **common)
+    ll_with = answer_log_likelihoods(model, tokenizer, with_ctx, answers, **common,
+                                     progress_desc="Context dependence: with context")
+    ll_without = answer_log_likelihoods(model, tokenizer, without, answers, **common,
+                                        progress_desc="Context dependence: without context")
     return [a - b for a, b in zip(ll_with, ll_without)]
 
 

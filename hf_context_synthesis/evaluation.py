@@ -39,6 +39,7 @@ from .longbench import (
     middle_truncate,
 )
 from .metrics import METRIC_DISPLAY_NAMES, metric_for_task, score_example
+from .progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -301,7 +302,8 @@ def evaluate_longbench(
                     }
                 )
             logger.info("LongBench %s: generating %d answers (max %d new tokens)", task, len(requests), max_new)
-            results = run_requests(backend, requests)
+            with progress_bar(total=len(requests), desc=f"LongBench {task}", unit="answer") as bar:
+                results = run_requests(backend, requests, on_result=lambda _res: bar.update(1))
             total = 0.0
             failed = 0
             for row, ex, res in zip(rows, data[task], results):

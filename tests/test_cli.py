@@ -225,3 +225,20 @@ def test_synthesis_bar_shows_tokens_per_second_and_keeps_cache_hits_out_of_the_r
     bar.update(1)
     assert bar.bar.n == 5 and bar.bar.initial == 4  # tqdm's rate counts the one real request only
     bar.close()
+
+
+def test_evaluation_and_context_dependence_have_progress_bars(tmp_path, capfd, tiny_model_dir):
+    from hf_context_synthesis.context_dependence import context_dependence_scores
+
+    data = tmp_path / "longbench"
+    data.mkdir()
+    row = {"input": "Which river?", "context": "The mill stands by the Wendle. " * 5, "answers": ["the Wendle"],
+           "length": 30, "all_classes": None, "_id": "x"}
+    (data / "hotpotqa.jsonl").write_text(json.dumps(row) + "\n" + json.dumps({**row, "_id": "y"}) + "\n")
+    assert main(["evaluate", "--model", tiny_model_dir, "--data-dir", str(data), "--output-dir", str(tmp_path / "e"),
+                 "--max-length", "512", "-q"]) in (0, 1)
+    assert "LongBench hotpotqa: 100%" in capfd.readouterr().err.replace("|", "")
+    rows = [{"context": "The mill stands by the Wendle.", "instruction": "Which river?", "answer": "the Wendle"}] * 3
+    scores = context_dependence_scores(rows, tiny_model_dir, batch_size=2)
+    err = capfd.readouterr().err
+    assert len(scores) == 3 and "Context dependence: with context" in err and "without context" in err

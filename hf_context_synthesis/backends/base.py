@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -159,10 +159,15 @@ class RequestQueue:
         return next(self._source)
 
 
-def run_requests(backend: GenerationBackend, requests: Iterable[GenerationRequest]) -> list[GenerationResult]:
+def run_requests(
+    backend: GenerationBackend,
+    requests: Iterable[GenerationRequest],
+    on_result: Callable[[GenerationResult], Any] | None = None,
+) -> list[GenerationResult]:
     """Synchronously run ``requests`` and return their results **in request order**.
 
     Convenience for small jobs (evaluation, probes); large jobs use :meth:`GenerationBackend.stream`.
+    ``on_result`` is called with every result as it arrives (e.g. to advance a progress bar).
     """
     reqs = list(requests)
     order = {r.key: i for i, r in enumerate(reqs)}
@@ -173,6 +178,8 @@ def run_requests(backend: GenerationBackend, requests: Iterable[GenerationReques
         out: list[GenerationResult | None] = [None] * len(reqs)
         async for res in backend.stream(reqs):
             out[order[res.key]] = res
+            if on_result is not None:
+                on_result(res)
         return out  # type: ignore[return-value]
 
     return _run_coro(_run())
