@@ -124,6 +124,14 @@ def test_every_readme_python_snippet_runs(tmp_path, monkeypatch, seeds_dir, tiny
             assert (work / "out" / "llama-cs" / "config.json").is_file()
             assert hub.files("you/llama-cs")["README.md"]
             assert len(datasets.load_dataset("you/context-synthesis-1.6k", split="train")) == 12
+            # the claims next to the load_dataset snippet: the report is in ds.info.description and in
+            # <cache_dir>/context_synthesis/reports/<config_id>.json; a second load makes zero requests
+            assert "Synthesis report:" in ds.info.description
+            reports = list((home / "datasets" / "context_synthesis" / "reports").glob("*.json"))
+            assert len(reports) == 1 and json.loads(reports[0].read_text())["requested"] == 12
+            line, first = snippets[0]
+            exec(compile(substitute(first, values), f"README.md:{line}", "exec"), dict(namespace))  # noqa: S102
+            assert tgi.stats().generation_requests == 12
 
 
 def test_tests_never_write_into_the_user_cache():
