@@ -242,3 +242,29 @@ def test_evaluation_and_context_dependence_have_progress_bars(tmp_path, capfd, t
     scores = context_dependence_scores(rows, tiny_model_dir, batch_size=2)
     err = capfd.readouterr().err
     assert len(scores) == 3 and "Context dependence: with context" in err and "without context" in err
+
+
+def test_http_request_lines_only_with_vv(tmp_path, seed_folder, tgi):
+    """A real push (to the loopback Hub, in a subprocess so the CLI owns stderr): no httpx request
+    lines at the default level, request lines with -vv."""
+    import os
+    import secrets
+    import subprocess
+    import sys
+
+    from hf_context_synthesis.testing.fake_hub import FakeHubServer
+
+    token = "hf_" + secrets.token_hex(16)
+    data = tmp_path / "d"
+    assert main(["synthesize", "--seed", str(seed_folder), "--endpoint", tgi.url, "--output", str(data),
+                 "--generation-cache-dir", str(tmp_path / "c"), "--num-distractors", "1", "--progress", "false"]) == 0
+    with FakeHubServer(token=token, write_namespaces={"ctx"}) as hub:
+        env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_TOKEN": token, "HF_HOME": str(tmp_path / "home"),
+               "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+        cmd = [sys.executable, "-m", "hf_context_synthesis.cli", "push-dataset", str(data)]
+        quiet = subprocess.run([*cmd, "ctx/a"], env=env, capture_output=True, text=True, timeout=120)
+        loud = subprocess.run([*cmd, "ctx/b", "-vv"], env=env, capture_output=True, text=True, timeout=120)
+    assert quiet.returncode == 0 and loud.returncode == 0, quiet.stderr + loud.stderr
+    assert "pushed dataset ctx/a" in quiet.stdout
+    assert "HTTP Request" not in quiet.stderr
+    assert "HTTP Request" in loud.stderr
