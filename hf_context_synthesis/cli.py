@@ -68,6 +68,13 @@ class ArgumentParser(argparse.ArgumentParser):
         kwargs.setdefault("formatter_class", HelpFormatter)
         kwargs.setdefault("allow_abbrev", False)  # a typo is an error with a suggestion, not a silent prefix match
         super().__init__(*args, **kwargs)
+        self.before_help: Callable[[], None] | None = None
+
+    def format_help(self) -> str:
+        if self.before_help is not None:
+            hook, self.before_help = self.before_help, None
+            hook()
+        return super().format_help()
 
 
 def add_verbosity_arguments(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
@@ -140,7 +147,7 @@ def run_synthesize(args: argparse.Namespace) -> int:
         if not config.generation_cache_dir:
             config.generation_cache_dir = args.output
         report = keep_no_empty_folder(args.output, lambda: synthesize_shard(config))
-        print(f"shard {config.shard_index}/{config.num_shards}: {report.summary()}")
+        print(f"shard {config.shard_index}/{config.num_shards}: {report.summary(include_examples=False)}")
         return 0 if report.failed == 0 else 1
     from .artifacts import write_dataset_card
     from .output import synthesize_to_directory
@@ -209,40 +216,37 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 
 def _show_train_defaults(parser: argparse.ArgumentParser) -> None:
-    """``train``'s flags keep no argparse default (they are layered over ``--config``); show the
-    effective defaults (those of ``default_sft_config`` over ``SFTConfig``'s) in their help instead."""
-    import dataclasses
+    """``train``'s flags keep no argparse default (they are layered over ``--config``); when help is
+    printed, show the effective defaults (``default_sft_config``'s ``SFTConfig`` and the
+    ``TrainingJobArguments`` defaults) in each flag's help instead."""
 
-    try:
-        import trl
+    def annotate() -> None:
+        import dataclasses
 
-        from .training import TrainingJobArguments
-    except ImportError:  # pragma: no cover
-        return
-    from .cli_args import field_default
+        from .cli_args import field_default
+        from .training import TrainingJobArguments, default_sft_config
 
-    overrides = {
-        "learning_rate": 2e-5, "lr_scheduler_type": "cosine", "warmup_steps": 0.03, "num_train_epochs": 2,
-        "max_length": 32768, "logging_steps": 1, "save_strategy": "epoch", "report_to": "none",
-        "per_device_train_batch_size": 1, "packing": False, "remove_unused_columns": False,
-        "activation_checkpointing": True, "bf16": "true where CUDA supports it",
-    }
-    defaults: dict[str, Any] = {}
-    for cls in (trl.SFTConfig, TrainingJobArguments):
-        for f in dataclasses.fields(cls):
+        defaults: dict[str, Any] = {}
+        for f in dataclasses.fields(TrainingJobArguments):
             value = field_default(f)
             if value is not dataclasses.MISSING:
                 defaults[f.name] = value
-    defaults.update(overrides)
-    for action in parser._actions:
-        if not action.option_strings or action.dest not in defaults:
-            continue
-        text = action.help or action.dest.replace("_", " ")
-        if "default" not in text.lower():
-            value = defaults[action.dest]
-            value = getattr(value, "value", value)
-            text = f"{text} [default: {value}]"
-        action.help = text.replace("%", "%%") if "%(" not in text else text
+        sft = default_sft_config("OUTPUT")
+        for f in dataclasses.fields(sft):
+            if f.init and f.name not in defaults:
+                defaults[f.name] = getattr(sft, f.name)
+        defaults["bf16"] = "true where CUDA supports bf16, else false"
+        for action in parser._actions:
+            if not action.option_strings or action.dest not in defaults:
+                continue
+            text = action.help or action.dest.replace("_", " ")
+            if "[default:" not in text:
+                value = defaults[action.dest]
+                value = getattr(value, "value", value)
+                text = f"{text} [default: {str(value).replace('%', '%%')}]"
+            action.help = text
+
+    parser.before_help = annotate  # type: ignore[attr-defined]
 
 
 def _with_train_preflight(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
