@@ -461,6 +461,7 @@ def render_model_card(
         description=scrub_text(description) if description else None,
         base_model_id=base_model,
         dataset_ids=_as_list(dataset_repo_id),
+        project_url=PROJECT_URL,
         paper_id=PAPER_ARXIV_ID,
         paper_title=PAPER_TITLE,
         citation=PAPER_CITATION,

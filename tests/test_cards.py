@@ -64,8 +64,10 @@ def test_size_categories(n, category):
 def _card(**kwargs) -> str:
     from hf_context_synthesis import SynthesisConfig, SynthesisReport
 
+    # the endpoint's bearer token (``endpoint_token``; ``token`` before issue 9 renamed it)
+    secret = {"endpoint_token" if "endpoint_token" in SynthesisConfig.__dataclass_fields__ else "token": TOKEN}
     config = kwargs.pop("config", None) or SynthesisConfig(
-        seed="THUDM/LongBench", seed_revision="v1.0", endpoint=ENDPOINT, token=TOKEN,
+        seed="THUDM/LongBench", seed_revision="v1.0", endpoint=ENDPOINT, **secret,
         headers={"Authorization": f"Bearer {TOKEN}"}, random_seed=1234, num_distractors=5,
     )
     report = SynthesisReport(seeds=12, requested=12, generated=11, cached=1, retried=3, failed=1, synthesized=11,
@@ -205,3 +207,14 @@ def test_plots_write_pngs(tmp_path):
     assert (tmp_path / "l.png").read_bytes().startswith(b"\x89PNG")
     assert plot_loss_curve([{"step": 1, "learning_rate": 1.0}], tmp_path / "none.png") is None
     assert not (tmp_path / "none.png").exists()
+
+
+def test_cards_link_the_project_and_state_context_length_measured_and_configured():
+    from hf_context_synthesis.cards import PROJECT_URL, dataset_statistics, render_dataset_card, render_model_card
+
+    stats = dataset_statistics({"relevant_context": ["word " * 120, "word " * 80, "word " * 100], "task": ["a", "a", "b"]})
+    assert stats["context_words"]["p50"] == 100.0
+    card = render_dataset_card(repo_id="you/d", statistics=stats, config={"context_words": 150})
+    assert "150 words asked for (`context_words`); 100 words measured (median; 80-120)" in card
+    assert "two thousand" not in card and f"Made with [hf-context-synthesis]({PROJECT_URL})" in card
+    assert f"Made with [hf-context-synthesis]({PROJECT_URL})" in render_model_card(repo_id="you/m")
