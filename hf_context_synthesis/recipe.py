@@ -404,6 +404,17 @@ def preflight(recipe: RecipeConfig, steps: list[str] | tuple[str, ...] = STEPS) 
         if "train" not in steps and not recipe.evaluation.get("endpoint") and (data_dir or recipe.evaluation.get("holdout_per_task")):
             if not (recipe.model_dir / "config.json").is_file():
                 raise RunSetupError(f"recipe step evaluate: no trained model in {recipe.model_dir} (run --steps train first)")
+        if recipe.evaluation.get("tokenizer"):
+            check_model(recipe.evaluation["tokenizer"], what="tokenizer", step="recipe step evaluate",
+                        setting_hint="--set evaluation.tokenizer=NAME_OR_PATH", kind="tokenizer")
+    if "push" in steps and (recipe.hub.get("dataset_repo_id") or recipe.hub.get("model_repo_id")):
+        from huggingface_hub import get_token
+
+        if not (recipe.hub.get("token") or get_token()):
+            raise RunSetupError(
+                "recipe step push: no Hub token (set HF_TOKEN, run `hf auth login`, or set hub.token); "
+                "or drop the push with --steps synthesize train evaluate"
+            )
 
 
 def plan(recipe: RecipeConfig, steps: list[str] | tuple[str, ...] = STEPS) -> str:

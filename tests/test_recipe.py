@@ -192,3 +192,22 @@ def test_cli_reports_an_unreachable_model_in_one_line(tmp_path, monkeypatch, cap
     rc = main(["evaluate", "--model", "no-such-org/no-such-model", "--data-dir", str(data), "--output-dir", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert rc == 1 and err.startswith("error: ") and "Traceback" not in err
+
+
+def test_preflight_refuses_a_push_without_a_token_before_anything_runs(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    from hf_context_synthesis.dry_run import RunSetupError
+    from hf_context_synthesis.recipe import preflight
+
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
+    monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(tmp_path / "no-tokens"))
+    with pytest.raises(RunSetupError, match="no synthesized data"):
+        preflight(RecipeConfig(output_dir=str(tmp_path / "run"), hub={"dataset_repo_id": "you/d", "token": "x"}), ["push"])
+    assert not (tmp_path / "run").exists()
+    recipe = RecipeConfig(output_dir=str(tmp_path / "run"), hub={"dataset_repo_id": "you/d"})
+    (recipe.dataset_dir / "data").mkdir(parents=True)
+    (recipe.dataset_dir / "data" / "train-00000-of-00001.parquet").write_bytes(b"")
+    with pytest.raises(RunSetupError, match="no Hub token"):
+        preflight(recipe, ["push"])
