@@ -142,3 +142,14 @@ def test_tests_never_write_into_the_user_cache():
     user_cache = (Path.home() / ".cache").resolve()
     for path in (datasets.config.HF_DATASETS_CACHE, constants.HF_HUB_CACHE, constants.HF_HOME):
         assert user_cache not in Path(path).resolve().parents, path
+
+
+def test_setup_command_2_is_what_ci_runs():
+    """The README's set-up command 2 (the tests) is the command .ci/run executes (it only adds -q to pip)."""
+    text = README.read_text(encoding="utf-8")
+    block = re.search(r"```bash\n# 2\. run the tests[^\n]*\n(?P<cmd>[^\n]+)\n```", text)
+    assert block, "README set-up command 2 not found"
+    ci = [line for line in (ROOT / ".ci" / "run").read_text().splitlines() if line.startswith("pip install")]
+    assert len(ci) == 1
+    assert ci[0].replace("pip install -q ", "pip install ") == block.group("cmd").strip()
+    assert len(re.findall(r"```bash\n# [12]\. ", text)) == 2  # exactly two set-up commands
