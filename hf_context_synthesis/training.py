@@ -544,7 +544,9 @@ def _cli_values(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any
             os.environ[str(key)] = str(value)
         unknown = sorted(k for k in config if k not in job_fields and k not in sft_fields)
         if unknown:
-            raise ValueError(f"config file {args.config}: unknown keys {unknown}")
+            from .cli_args import unknown_names_message
+
+            raise ValueError(unknown_names_message(f"config file {args.config}", unknown, sorted(job_fields | sft_fields)))
         values.update(config)
     values.update({k: v for k, v in vars(args).items() if k in job_fields or k in sft_fields})
     job = {k: v for k, v in values.items() if k in job_fields}

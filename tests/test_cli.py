@@ -268,3 +268,10 @@ def test_http_request_lines_only_with_vv(tmp_path, seed_folder, tgi):
     assert "pushed dataset ctx/a" in quiet.stdout
     assert "HTTP Request" not in quiet.stderr
     assert "HTTP Request" in loud.stderr
+
+
+def test_train_config_file_typo_gets_a_suggestion(tmp_path, capsys):
+    config = tmp_path / "train.yaml"
+    config.write_text(yaml.safe_dump({"lerning_rate": 0.1}))
+    assert main(["train", "--config", str(config)]) == 2
+    assert "did you mean learning_rate?" in capsys.readouterr().err
