@@ -94,3 +94,7 @@ def __dir__() -> list[str]:
 from .registration import register as _register  # noqa: E402
 
 _register()
+
+from .secrecy import install_log_redaction as _install_log_redaction  # noqa: E402
+
+_install_log_redaction()  # every token in play is redacted from the library's log records

@@ -331,14 +331,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except (ValueError, TypeError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        from .secrecy import redact
+
+        print(f"error: {redact(str(err))}", file=sys.stderr)
         return 2
     except Exception as err:  # clear one-line errors for the failures a user can act on
         from .backends.fleet import NoHealthyEndpointError
         from .pipeline import SynthesisError
 
         if isinstance(err, (NoHealthyEndpointError, SynthesisError, OSError)):
-            print(f"error: {err}", file=sys.stderr)
+            from .secrecy import redact
+
+            print(f"error: {redact(str(err))}", file=sys.stderr)
             return 1
         raise
 

@@ -17,7 +17,7 @@ DEFAULT_GENERATOR_MODEL = "HuggingFaceTB/SmolLM2-360M-Instruct"
 RUNTIME_FIELDS = frozenset(
     {
         "endpoint",
-        "token",
+        "endpoint_token",
         "timeout",
         "max_concurrency",
         "adaptive_concurrency",
@@ -110,7 +110,11 @@ class SynthesisConfig:
 
     Runtime (not part of the cache id):
         endpoint: TGI base URL (or a list for a fleet); ``None`` = embedded transformers backend.
-        token: Bearer token for the endpoint (never logged, never cached).
+        endpoint_token: Bearer token of the endpoint (never logged, never cached, redacted from every
+            message, report and log). ``True`` sends the Hugging Face Hub token (``HF_TOKEN`` or the
+            login cache) there; ``None`` (default) sends the Hub token only to Hugging Face hosts
+            (Inference Endpoints, Spaces) and no token elsewhere; ``False`` sends none. Not ``token``:
+            ``load_dataset`` takes ``token=`` as its own Hub token (for Hub seeds), never the endpoint's.
         timeout: Per-request timeout in seconds.
         max_concurrency: Requests in flight per endpoint (default 64).
         adaptive_concurrency: Find the concurrency by AIMD instead of a fixed number.
@@ -163,7 +167,9 @@ class SynthesisConfig:
     tokenizer: str | None = None
     # runtime
     endpoint: str | list[str] | None = field(default=None, repr=False)
-    token: str | None = field(default=None, repr=False)
+    endpoint_token: str | bool | None = field(default=None, repr=False)
+    #: Refused with a clear message (see ``endpoint_token``); not a field.
+    token: dataclasses.InitVar[Any] = None
     timeout: float = 600.0
     max_concurrency: int = 64
     adaptive_concurrency: bool = False
@@ -176,7 +182,13 @@ class SynthesisConfig:
     shard_index: int = 0
     num_shards: int = 1
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, token: Any = None) -> None:
+        if token is not None:
+            raise TypeError(
+                "SynthesisConfig has no `token`: the endpoint's bearer token is `endpoint_token=` "
+                "(load_dataset keeps `token=` for the Hugging Face Hub; endpoint_token=True sends the Hub "
+                "token to the endpoint)"
+            )
         self.quality = resolve_quality(self.quality)
         self.validate()
 

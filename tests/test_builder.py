@@ -45,7 +45,7 @@ def test_second_load_makes_zero_requests_and_runtime_knobs_share_the_cache(small
     with FakeTGIServer(latency=0.0, capacity=16) as srv:
         first = load(small_seed_dir, caches, endpoint=srv.url)
         n = srv.stats().generation_requests
-        again = load(small_seed_dir, caches, endpoint=srv.url, token="hf_secret_token", timeout=5.0,
+        again = load(small_seed_dir, caches, endpoint=srv.url, endpoint_token="hf_secret_token", timeout=5.0,
                      max_concurrency=3, num_distractors=9, random_seed=42)
         assert srv.stats().generation_requests == n == 36
         assert again.to_list() == first.to_list()
@@ -57,7 +57,7 @@ def test_second_load_makes_zero_requests_and_runtime_knobs_share_the_cache(small
 
 def test_cache_id_depends_on_semantic_settings_only(small_seed_dir):
     base = builder_config_id(small_seed_dir, endpoint="http://127.0.0.1:1")
-    assert base == builder_config_id(small_seed_dir, endpoint="http://127.0.0.1:1", token="t", timeout=3.0,
+    assert base == builder_config_id(small_seed_dir, endpoint="http://127.0.0.1:1", endpoint_token="t", timeout=3.0,
                                      max_concurrency=2, max_retries=1, num_distractors=9, temperature=0.8)
     assert base == builder_config_id(small_seed_dir, endpoint="http://user:pw@127.0.0.1:1?key=x")
     assert base != builder_config_id(small_seed_dir, endpoint="http://127.0.0.1:1", random_seed=7)

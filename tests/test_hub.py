@@ -246,7 +246,7 @@ def test_secrets_in_settings_and_text_never_reach_the_hub(hub, synthesized_dir, 
     from hf_context_synthesis.hub import push_dataset_to_hub
 
     caplog.set_level(logging.DEBUG)
-    config = SynthesisConfig(seed="THUDM/LongBench", seed_revision="abc123", endpoint=[SECRET_ENDPOINT], token=TOKEN,
+    config = SynthesisConfig(seed="THUDM/LongBench", seed_revision="abc123", endpoint=[SECRET_ENDPOINT], endpoint_token=TOKEN,
                              headers={"X-Api-Key": URL_KEY})
     push_dataset_to_hub(synthesized_dir, f"{NAMESPACE}/scan", token=TOKEN, config=config,
                         description=f"Generated against {SECRET_ENDPOINT} with token {TOKEN}.")

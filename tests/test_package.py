@@ -61,7 +61,7 @@ def test_config_validation(kwargs, message):
 
 
 def test_config_public_dict_has_no_secrets():
-    config = SynthesisConfig(seed="s", endpoint="https://user:pw@tgi.example/v1?key=abc", token="hf_secret")
+    config = SynthesisConfig(seed="s", endpoint="https://user:pw@tgi.example/v1?key=abc", endpoint_token="hf_secret")
     text = repr(config) + str(config.to_dict())
     assert "hf_secret" not in text and "pw@" not in text and "key=abc" not in text
     assert config.to_dict()["generator"] == "https://tgi.example/v1"
@@ -117,5 +117,7 @@ def test_settings_doc_documents_every_config_field():
     from hf_context_synthesis.config import SynthesisConfig
 
     settings = (root / "docs" / "settings.md").read_text()
-    assert all(f"| `{name}` |" in settings for name in SynthesisConfig.__dataclass_fields__)
+    import dataclasses
+
+    assert all(f"| `{f.name}` |" in settings for f in dataclasses.fields(SynthesisConfig))
     assert "docs/settings.md" in (root / "README.md").read_text()

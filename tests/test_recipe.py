@@ -125,6 +125,12 @@ def test_recipe_end_to_end_through_the_cli(tmp_path, seeds_dir, tiny_model_dir, 
             assert "README.md" in files and any(f.endswith(".safetensors") for f in files)
             card = HfApi().hf_hub_download("ctx-user/tuned", "README.md")
             assert "ctx-user/synth" in Path(card).read_text()
+            # the loss curve the README promises: trainer_state.json is written next to the model, so the
+            # pushed card shows the curve; the local card and dataset card exist before any push
+            assert "training_loss.png" in files and "trainer_state.json" in files
+            assert "![Training loss](training_loss.png)" in Path(card).read_text()
+            assert (run / "model" / "README.md").is_file() and (run / "dataset" / "README.md").is_file()
+            assert "length_histogram.png" in HfApi().list_repo_files("ctx-user/synth", repo_type="dataset")
 
 
 def test_split_holdout_is_deterministic_and_keeps_a_training_row_per_task(tmp_path):

@@ -282,12 +282,14 @@ def test_wrong_or_missing_token_is_fatal_401():
     assert stats.faults == {"unauthorized": 2}
 
 
-def test_default_token_is_huggingface_hub_s(monkeypatch):
+def test_hub_token_goes_to_a_non_hub_endpoint_only_when_asked(monkeypatch):
     monkeypatch.setenv("HF_TOKEN", SECRET)
     with FakeTGIServer(required_authorization=f"Bearer {SECRET}") as srv:
-        implicit, _ = one(backend(srv), req(0))  # token=None: huggingface_hub sends HF_TOKEN
+        implicit, _ = one(backend(srv), req(0))  # token=None: a loopback server is not a Hub host
+        asked, _ = one(backend(srv, token=True), req(0))  # token=True: the Hub token, on purpose
         disabled, _ = one(backend(srv, token=False), req(0))
-    assert implicit.ok
+    assert asked.ok
+    assert not implicit.ok and "HTTP 401" in implicit.error
     assert not disabled.ok and "HTTP 401" in disabled.error
 
 

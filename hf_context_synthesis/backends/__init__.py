@@ -57,7 +57,7 @@ def make_backend(config: "SynthesisConfig") -> GenerationBackend:
                 adaptive_concurrency=bool(getattr(config, "adaptive_concurrency", False)),
                 timeout=config.timeout,
                 max_retries=config.max_retries,
-                token=config.token,
+                token=config.endpoint_token,
                 headers=dict(config.headers or {}),
             )
         )

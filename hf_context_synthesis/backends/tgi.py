@@ -42,6 +42,7 @@ from huggingface_hub.errors import (
 from huggingface_hub.utils import build_hf_headers
 
 from ..urls import sanitize_url
+from ..secrecy import endpoint_token, redact, register_secret
 from .adaptive import AdaptiveLimiter
 from .base import GenerationBackend, GenerationRequest, GenerationResult
 from .retry import FatalRequestError, RetryableError, RetryPolicy, is_retryable_status, parse_retry_after
@@ -87,9 +88,11 @@ class TGIBackendConfig:
         backoff_max: Largest backoff wait (s).
         jitter: Full jitter on backoff waits (strongly recommended with many clients).
         retry_after_max: Largest server ``Retry-After`` honoured (s).
-        token: ``str``: bearer token to send; ``None``: ``huggingface_hub``'s default (the locally
-            saved Hugging Face token, as needed by protected Inference Endpoints); ``False``: send no
-            ``Authorization`` header. Never logged or shown in reprs.
+        token: ``str``: bearer token to send; ``True``: the Hugging Face Hub token (``HF_TOKEN`` or
+            the login cache), asked for explicitly; ``None``: the Hub token only when the endpoint is
+            a Hugging Face host (Inference Endpoints, Spaces), else no ``Authorization`` header (the
+            Hub token never goes elsewhere unless asked); ``False``: no ``Authorization`` header.
+            Never logged or shown in reprs (see :mod:`hf_context_synthesis.secrecy`).
         headers: Extra HTTP headers (values are hidden in reprs).
 
     Credentials in the URL (``https://user:password@host``) are sent as HTTP Basic auth (the URL
@@ -132,8 +135,8 @@ class TGIBackendConfig:
             raise ValueError(f"initial_concurrency must be >= 1, got {self.initial_concurrency}")
         if self.timeout is not None and self.timeout <= 0:
             raise ValueError(f"timeout must be > 0 or None, got {self.timeout}")
-        if self.token is True:
-            raise ValueError("token must be a string, None (huggingface_hub default) or False (no auth)")
+        if self.token is not None and not isinstance(self.token, (str, bool)):
+            raise ValueError("token must be a string, True (the Hub token), False (no auth) or None")
         if isinstance(self.token, str) and _url_credentials(self.endpoint) is not None:
             raise ValueError("give credentials either in the endpoint URL (Basic auth) or as `token`, not both")
         self.retry_policy  # validates the retry fields
@@ -150,7 +153,7 @@ class TGIBackendConfig:
         )
 
     def __repr__(self) -> str:
-        token = "None" if self.token is None else ("False" if self.token is False else "'***'")
+        token = repr(self.token) if self.token is None or isinstance(self.token, bool) else "'***'"
         return (
             f"TGIBackendConfig(endpoint={sanitize_url(self.endpoint)!r}, model={self.model!r}, api={self.api!r}, "
             f"max_concurrency={self.max_concurrency}, adaptive_concurrency={self.adaptive_concurrency}, "
@@ -218,11 +221,13 @@ class TGIBackend(GenerationBackend):
         if credentials is not None and "authorization" not in self._headers:
             basic = base64.b64encode(":".join(credentials).encode()).decode()
             self._headers["authorization"] = f"Basic {basic}"
+        # The token actually sent: the Hub token only when asked (token=True) or to a Hugging Face host.
+        self._token: str | bool = endpoint_token(config.token, self.endpoint)
         self._secrets = self._collect_secrets(credentials)
-        if config.token is False and "authorization" not in self._headers:
+        if self._token is False and "authorization" not in self._headers:
             # huggingface_hub drops None-valued headers after merging, so this removes the default auth.
             self._headers["authorization"] = None  # type: ignore[assignment]
-        self._client_token = config.token if isinstance(config.token, str) else None
+        self._client_token = self._token if isinstance(self._token, str) else None
         self._tokenizer = self._load_tokenizer(config.tokenizer) if config.api == "text" else None
         self._state: _LoopState | None = None
         self._model_id: str | None = config.model
@@ -257,14 +262,17 @@ class TGIBackend(GenerationBackend):
 
     def _collect_secrets(self, credentials: tuple[str, str] | None) -> list[str]:
         secrets = []
-        if isinstance(self.config.token, str) and self.config.token:
-            secrets.append(self.config.token)
+        for token in (self.config.token, self._token):
+            if isinstance(token, str) and token:
+                secrets.append(token)
         if credentials is not None and credentials[1]:
             secrets.append(credentials[1])
         for name, value in self._headers.items():
             if name in ("authorization", "proxy-authorization", "x-api-key", "api-key") and value:
                 secrets.append(str(value))
                 secrets.append(str(value).split(" ", 1)[-1])
+        for secret in secrets:
+            register_secret(secret)  # redacted from every message and log record of the library
         # Longest first, so that a secret containing another is replaced whole.
         return sorted(set(secrets), key=len, reverse=True)
 
@@ -273,7 +281,7 @@ class TGIBackend(GenerationBackend):
         text = text.replace(self.config.endpoint, self.safe_endpoint).replace(self.endpoint, self.safe_endpoint)
         for secret in self._secrets:
             text = text.replace(secret, "***")
-        return text
+        return redact(text)
 
     @staticmethod
     def _load_tokenizer(tokenizer: Any) -> Any:
@@ -363,8 +371,7 @@ class TGIBackend(GenerationBackend):
     async def _get(self, route: str) -> httpx2.Response:
         state = self._loop_state()
         http = state.http
-        token: str | bool | None = self.config.token
-        headers = {**build_hf_headers(token=token), **self._headers}
+        headers = {**build_hf_headers(token=self._token), **self._headers}
         headers = {k: v for k, v in headers.items() if v is not None}
         return await asyncio.wait_for(http.get(self.endpoint + route, headers=headers), timeout=self.config.timeout)
 

@@ -55,6 +55,7 @@ logger = logging.getLogger(__name__)
 #: * ``http_503`` / ``http_429``: error status with a ``Retry-After`` header (``retry_after`` seconds).
 #: * ``http_500``: internal error without ``Retry-After``.
 #: * ``http_422``: TGI input-validation error (a non-retryable client error).
+#: * ``http_401``: authentication error (with ``echo_authorization``, the message quotes the header).
 #: * ``timeout``: the server hangs for ``hang_seconds`` (past the client's timeout) before answering.
 #: * ``drop``: headers and half of the body are sent, then the connection is closed.
 #: * ``garbage``: a 200 response whose body is not JSON.
@@ -66,6 +67,7 @@ FAULT_KINDS: tuple[str, ...] = (
     "http_429",
     "http_500",
     "http_422",
+    "http_401",
     "timeout",
     "drop",
     "garbage",
@@ -206,6 +208,8 @@ class FakeTGIServer:
         required_authorization: If set, every request must carry exactly this ``Authorization``
             header value (e.g. ``"Bearer hf_xxx"``), else it gets ``401`` (counted as fault
             ``"unauthorized"``), like a protected Inference Endpoint.
+        echo_authorization: Like some careless servers, write the ``Authorization`` header it got
+            into the ``401`` error message (to test that credentials are redacted everywhere).
         port: Port to bind (``0``: any free port; kept across outages).
     """
 
@@ -225,6 +229,7 @@ class FakeTGIServer:
         max_concurrent_requests: int = 1024,
         details_tokens: bool = False,
         required_authorization: str | None = None,
+        echo_authorization: bool = False,
         port: int = 0,
     ) -> None:
         if capacity < 1:
@@ -243,6 +248,7 @@ class FakeTGIServer:
         self.max_concurrent_requests = int(max_concurrent_requests)
         self.details_tokens = details_tokens
         self.required_authorization = required_authorization
+        self.echo_authorization = echo_authorization
         self._requested_port = port
 
         self._lock = threading.Lock()
@@ -474,8 +480,14 @@ class FakeTGIServer:
             if self.required_authorization is not None:
                 if request.headers.get("Authorization") != self.required_authorization:
                     self._fault_counts["unauthorized"] += 1
-                    return web.json_response({"error": "Unauthorized", "error_type": "authentication"}, status=401)
+                    message = self._unauthorized_message(request)
+                    return web.json_response({"error": message, "error_type": "authentication"}, status=401)
         return None
+
+    def _unauthorized_message(self, request: web.Request) -> str:
+        if not self.echo_authorization:
+            return "Unauthorized"
+        return f"Unauthorized: invalid credentials in header Authorization: {request.headers.get('Authorization')}"
 
     # ------------------------------------------------------------------ text
 
@@ -615,6 +627,8 @@ class FakeTGIServer:
                 return _error(500, "Request failed during generation: fake internal error", "generation")
             if fault == "http_422":
                 return _error(422, "Input validation error: fake invalid request", "validation")
+            if fault == "http_401":
+                return _error(401, self._unauthorized_message(request), "authentication")
             if fault == "timeout":
                 await self._sleep_unless_stopping(self.hang_seconds)
                 fault = None  # answer normally if the client is still there
