@@ -56,6 +56,11 @@ class TokenCounter:
     def __init__(self, tokenizer: Any = None) -> None:
         self.tokenizer = tokenizer
         self._memo: dict[Any, int] = {}
+        if tokenizer is None:  # once per run (one counter per composition)
+            logger.warning(
+                "no tokenizer: the num_tokens column counts whitespace-separated words, not tokens "
+                "(set tokenizer=<id or path> for token counts)"
+            )
 
     def __call__(self, text: str, key: Any = None) -> int:
         if key is not None and key in self._memo:

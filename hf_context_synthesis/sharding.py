@@ -52,7 +52,7 @@ def synthesize_shard(
     result = synthesizer.run(mine)
     logger.info(
         "Shard %d/%d: %d of %d seeds, %s", config.shard_index, config.num_shards, len(mine),
-        len(loaded.examples), result.report.summary(),
+        len(loaded.examples), result.report.summary(include_examples=False),
     )
     return result.report
 

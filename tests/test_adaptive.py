@@ -71,7 +71,7 @@ def test_fixed_concurrency_unchanged_without_the_flag():
     backend = TGIBackend(TGIBackendConfig(endpoint="http://127.0.0.1:9", max_concurrency=5))
     assert backend.limiter is None and backend.concurrency_limit == 5
     config = SynthesisConfig(endpoint="http://127.0.0.1:9", max_concurrency=7, adaptive_concurrency=True)
-    built = make_backend(config)
+    built = make_backend(config).members[0]  # one endpoint: a fleet of one (circuit breaker included)
     assert built.limiter is not None and built.max_concurrency == 7 and 1 <= built.concurrency_limit <= 7
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from pathlib import Path
 
 import datasets
@@ -109,7 +110,13 @@ def test_permanent_request_errors_are_recorded_and_retried_on_rerun(fault_seeds,
 
 def test_server_dies_and_comes_back(fault_seeds, tmp_path):
     with FakeTGIServer(latency=0.05, capacity=2) as srv:
-        timer = threading.Timer(0.15, srv.outage, args=(1.0,))
+        def outage_once_running() -> None:  # mid-run: after the preflight, once answers flow
+            deadline = time.monotonic() + 30
+            while srv.stats().completed < 1 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            srv.outage(1.0)
+
+        timer = threading.Thread(target=outage_once_running)
         timer.start()
         try:
             rows, report, _ = run_pipeline(srv, fault_seeds, tmp_path, concurrency=2, max_retries=30)

@@ -10,6 +10,7 @@ import traceback
 
 import pytest
 
+from hf_context_synthesis.backends.errors import EndpointUnreachableError
 from hf_context_synthesis.backends.base import GenerationRequest, run_requests
 from hf_context_synthesis.backends.retry import RetryPolicy, parse_retry_after
 from hf_context_synthesis.backends.tgi import (
@@ -70,7 +71,8 @@ def test_chat_api_returns_server_text_and_token_counts():
     assert result.tokens_out == count_tokens(result.text)
     assert result.extra["finish_reason"] == "stop"
     assert result.key == "k1"
-    assert stats.per_route == {"POST /v1/chat/completions": 1}
+    # one GET /info discovers the model name sent with the request (never a made-up one)
+    assert stats.per_route == {"GET /info": 1, "POST /v1/chat/completions": 1}
     assert stats.prompt_count(content) == 1
 
 
@@ -336,10 +338,11 @@ def test_model_id_sources():
         from_info = asyncio.run(backend(srv).model_id())
         info_requests = srv.stats().per_route.get("GET /info", 0)
         url = srv.url
-    fallback = asyncio.run(TGIBackend(TGIBackendConfig(endpoint=url + "/?key=abc", timeout=2)).model_id())
+    with pytest.raises(EndpointUnreachableError) as gone:  # never a URL as the model id
+        asyncio.run(TGIBackend(TGIBackendConfig(endpoint=url + "/?key=abc", timeout=2)).model_id())
     assert configured == "my/model"
     assert from_info == "org/served-model" and info_requests == 1
-    assert fallback == url + "/"  # sanitized: no query string
+    assert url in str(gone.value) and "key=abc" not in str(gone.value)  # named, sanitized
 
 
 def test_backend_survives_successive_event_loops():

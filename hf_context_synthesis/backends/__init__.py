@@ -28,6 +28,8 @@ __all__ = [
 def make_backend(config: "SynthesisConfig") -> GenerationBackend:
     """Build the backend ``config`` asks for: TGI (one endpoint), a fleet (several), or local transformers.
 
+    One endpoint is a :class:`~hf_context_synthesis.backends.fleet.FleetBackend` of one member, so its
+    circuit breaker applies too (an unreachable server ends the run within about a minute).
     With several endpoints each gets its own :class:`~hf_context_synthesis.backends.tgi.TGIBackend`
     (``max_concurrency`` and ``adaptive_concurrency`` apply per endpoint) behind one
     :class:`~hf_context_synthesis.backends.fleet.FleetBackend` (least-outstanding routing, circuit
@@ -63,5 +65,9 @@ def make_backend(config: "SynthesisConfig") -> GenerationBackend:
         )
 
     if len(endpoints) == 1:
-        return tgi(endpoints[0])
+        # One endpoint is a fleet of one: its circuit breaker stops a run against a dead server within
+        # about a minute (NoHealthyEndpointError naming the URL) instead of retrying every request.
+        return FleetBackend(
+            [tgi(endpoints[0])], failure_threshold=5, cooldown=1.0, max_cooldown=15.0, no_healthy_timeout=60.0
+        )
     return FleetBackend([tgi(e) for e in endpoints])

@@ -44,6 +44,7 @@ from typing import Any
 
 from ..urls import sanitize_url
 from .base import GenerationBackend, GenerationRequest, GenerationResult
+from .errors import EndpointRouteError, EndpointUnreachableError, ModelDiscoveryError
 from .retry import FatalRequestError, RetryableError, RetryPolicy
 
 logger = logging.getLogger(__name__)
@@ -265,45 +266,40 @@ class FleetBackend(GenerationBackend):
     # ------------------------------------------------------------------ model
 
     async def model_id(self) -> str:
-        """The model every endpoint serves (``config.model``, else ``/info``'s ``model_id``).
+        """The model every endpoint serves (``config.model``, else each member's discovered model).
 
-        Unreachable endpoints are skipped. Raises ``ValueError`` if endpoints report different models
-        and :class:`NoHealthyEndpointError` if none can be asked.
+        Unreachable endpoints are skipped (with a warning). Raises ``ValueError`` if endpoints report
+        different models, :class:`ModelDiscoveryError` if an endpoint cannot tell (e.g. it serves
+        several) and :class:`EndpointUnreachableError` if none can be reached. The model id, never a
+        URL, is what cache keys and cards record.
         """
         if self._model_id is not None:
             return self._model_id
 
-        async def ask(member: _Member) -> tuple[str | None, bool]:
-            backend = member.backend
-            configured = getattr(getattr(backend, "config", None), "model", None)
-            if configured:
-                return configured, True
-            info_fn = getattr(backend, "info", None)
-            if info_fn is None:
-                return await backend.model_id(), True
+        async def ask(member: _Member) -> str | Exception:
             try:
-                info = await asyncio.wait_for(info_fn(), self.probe_timeout)
-            except asyncio.TimeoutError:
-                info = None
-            model = info.get("model_id") if isinstance(info, dict) else None
-            return (model if isinstance(model, str) and model else None), info is not None
+                return await member.backend.model_id()
+            except (EndpointUnreachableError, ModelDiscoveryError) as exc:
+                return exc
 
         answers = await asyncio.gather(*(ask(m) for m in self._members))
-        models = {m.name: model for m, (model, _) in zip(self._members, answers) if model}
-        reachable = [m.name for m, (_, ok) in zip(self._members, answers) if ok]
+        models = {m.name: a for m, a in zip(self._members, answers) if isinstance(a, str)}
         distinct = sorted(set(models.values()))
         if len(distinct) > 1:
             listing = ", ".join(f"{url}: {model}" for url, model in models.items())
             raise ValueError(f"the fleet's endpoints serve different models ({listing}); a fleet needs one model")
-        if distinct:
-            self._model_id = distinct[0]
-        elif reachable:
-            self._model_id = ",".join(sorted(m.name for m in self._members))
-            logger.warning("no fleet endpoint reports a model id; using %s (set generator_model)", self._model_id)
-        else:
-            raise NoHealthyEndpointError({m.name: "cannot read /info" for m in self._members}, 0.0)
+        undecided = [a for a in answers if isinstance(a, ModelDiscoveryError)]
+        if undecided and not distinct:
+            raise undecided[0]
+        if not distinct:
+            if len(self._members) == 1:
+                raise answers[0]  # type: ignore[misc]
+            raise EndpointUnreachableError(
+                "cannot reach any generation endpoint: " + "; ".join(str(a) for a in answers)
+            )
+        self._model_id = distinct[0]
         missing = [m.name for m in self._members if m.name not in models]
-        if missing and distinct:
+        if missing:
             logger.warning("fleet endpoints %s did not report a model id (unreachable?)", ", ".join(missing))
         return self._model_id
 
@@ -348,6 +344,8 @@ class FleetBackend(GenerationBackend):
                 self._release(member)
                 member.stats.rejected += 1
                 self._on_alive(member)
+                if exc.stops_run:
+                    raise EndpointRouteError(exc.reason) from None
                 logger.warning("fleet request %s rejected by %s: %s", request.key, member.name, exc.reason)
                 return GenerationResult(key=request.key, error=exc.reason, attempts=attempts)
             except Exception as exc:  # noqa: BLE001 - generate() must not raise for one request

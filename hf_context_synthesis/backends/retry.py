@@ -48,12 +48,15 @@ class FatalRequestError(Exception):
     Args:
         reason: Short, credential-free description.
         status: HTTP status, when there was a response.
+        stops_run: Every other request would fail the same way (e.g. the server has no route for the
+            configured API): the backend raises instead of recording one failure per request.
     """
 
-    def __init__(self, reason: str, status: int | None = None) -> None:
+    def __init__(self, reason: str, status: int | None = None, *, stops_run: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.status = status
+        self.stops_run = stops_run
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.reason!r}, status={self.status!r})"
