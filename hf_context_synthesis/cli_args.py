@@ -185,7 +185,10 @@ def add_dataclass_arguments(
         default = field_default(f)
         help_text = plain_text(docs.get(f.name, "")).strip() or f.name.replace("_", " ")
         extras = []
-        if default is not dataclasses.MISSING:
+        required = bool((overrides or {}).get(f.name, {}).get("required"))
+        if required:
+            extras.append("required")
+        elif default is not dataclasses.MISSING:
             extras.append(f"default: {_format_default(default)}")
         if kwargs.get("choices"):
             extras.append("choices: " + ", ".join(map(str, kwargs["choices"])))
