@@ -155,6 +155,7 @@ class SynthesisPlan:
     tokens_in: int = 0
     tokens_out: int = 0
     layout: list[tuple[str, str]] = field(default_factory=list)
+    note: str | None = None
 
     @property
     def seeds(self) -> int:
@@ -166,6 +167,18 @@ class SynthesisPlan:
     def to_text(self) -> str:
         """The human-readable plan that ``--dry-run`` prints."""
         lines = [f"dry run: nothing generated, nothing written; generator {self.generator} ({self.backend})"]
+        if self.note:
+            lines.append(self.note)
+        else:
+            lines.extend(self._counts())
+        lines.append(f"output layout ({self.output_dir}):")
+        width = max((len(p) for p, _ in self.layout), default=4)
+        for path, what in self.layout:
+            lines.append(f"  {path:<{width}}  {what}")
+        return "\n".join(lines)
+
+    def _counts(self) -> list[str]:
+        lines = []
         lines.append(f"seeds: {self.seeds} valid" + (f", {self.rejected_rows} rejected rows" if self.rejected_rows else ""))
         width = max((len(t) for t in self.seeds_per_task), default=4)
         for task, n in sorted(self.seeds_per_task.items()):
@@ -179,11 +192,7 @@ class SynthesisPlan:
             f"estimated tokens for the requests to make: ~{self.tokens_in:,} in, up to ~{self.tokens_out:,} out "
             "(first attempts only; retries of unusable outputs add more)"
         )
-        lines.append(f"output layout ({self.output_dir}):")
-        width = max((len(p) for p, _ in self.layout), default=4)
-        for path, what in self.layout:
-            lines.append(f"  {path:<{width}}  {what}")
-        return "\n".join(lines)
+        return lines
 
 
 def dataset_layout(output_dir: str | os.PathLike[str]) -> list[tuple[str, str]]:
@@ -214,6 +223,12 @@ def plan_synthesis(config: Any, output_dir: str | os.PathLike[str], *, datasets_
     from .seeds import load_seeds
     from .synthesis import default_cache_path, sampling_seed
 
+    if config.mode != "context_synthesis":  # instruction synthesis: one request per document chunk
+        return SynthesisPlan(
+            output_dir=os.fspath(output_dir), generator=config.generator_label(), backend=config.backend_kind,
+            cache_path=default_cache_path(config, datasets_cache_dir), layout=dataset_layout(output_dir),
+            note=f"mode={config.mode}: one request per document of {config.documents!r}; counts not estimated",
+        )
     loaded = load_seeds(config)
     seeds = loaded.examples
     if config.endpoints:  # the server names its model (as in the run)
