@@ -208,6 +208,13 @@ class SynthesisConfig:
             raise ValueError(f"on_bad_row must be 'error' or 'skip', got {self.on_bad_row!r}")
         if self.api not in ("chat", "text"):
             raise ValueError(f"api must be 'chat' or 'text', got {self.api!r}")
+        if self.endpoint is not None:
+            from .urls import validate_endpoint
+
+            if not isinstance(self.endpoint, str) and not self.endpoints:
+                raise ValueError("endpoint must be a URL or a non-empty list of URLs")
+            for url in self.endpoints:
+                validate_endpoint(url)
         if self.distractor_pool not in ("same_task", "other_tasks", "all_tasks"):
             raise ValueError(f"distractor_pool must be same_task, other_tasks or all_tasks, got {self.distractor_pool!r}")
         if self.relevant_position not in ("uniform", "beginning", "middle", "end"):
@@ -253,7 +260,12 @@ class SynthesisConfig:
         if self.generator_model:
             return self.generator_model
         if self.endpoints:
+            from .preflight import discovered_model
             from .urls import sanitize_url
+
+            served = discovered_model(self.endpoints)  # the model id, once the run has asked the server
+            if served:
+                return served
 
             return ",".join(sorted(sanitize_url(e) for e in self.endpoints))
         return DEFAULT_GENERATOR_MODEL

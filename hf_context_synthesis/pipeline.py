@@ -79,10 +79,12 @@ def synthesize_rows(
     backend: GenerationBackend | None = None,
     cache: GenerationCache | None = None,
     datasets_cache_dir: str | None = None,
+    output_dir: str | None = None,
 ) -> tuple[Iterator[dict[str, Any]], SynthesisReport]:
     """Run the generation phase now and return ``(rows, report)``; rows are composed lazily.
 
-    ``report.examples`` is final once ``rows`` is exhausted.
+    ``report.examples`` is final once ``rows`` is exhausted. ``output_dir``, when given, is checked
+    for writability by the preflight, before any request.
     """
     owns_backend = backend is None
     if backend is None:
@@ -96,7 +98,7 @@ def synthesize_rows(
             from .instruction_synthesis import instruction_rows
 
             return instruction_rows(config, backend=backend, cache=cache)
-        result = ContextSynthesizer(config, backend=backend, cache=cache).run()
+        result = ContextSynthesizer(config, backend=backend, cache=cache, output_dir=output_dir).run()
     finally:
         if owns_backend:
             from .backends.base import _run_coro

@@ -19,6 +19,7 @@ from typing import Any
 from dataclasses import dataclass
 
 from .backends.base import GenerationBackend, GenerationRequest, GenerationResult, RequestQueue
+from .backends.errors import failure_key
 from .cache import GenerationCache, request_key
 from .config import SynthesisConfig
 from .progress import RequestProgress
@@ -131,9 +132,12 @@ class ContextSynthesizer:
         cache: GenerationCache | None = None,
         validator: Validator | None = None,
         render: Callable[[Any], tuple[dict[str, str], ...]] | None = None,
+        output_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         self.config = config
         self.render = render
+        #: A folder the preflight checks for writability before any request (e.g. the CLI's --output).
+        self.output_dir = output_dir
         self._backend = backend
         # not `cache or ...`: an empty GenerationCache is falsy (it has __len__)
         self.cache = cache if cache is not None else GenerationCache(default_cache_path(config))
@@ -173,21 +177,46 @@ class ContextSynthesizer:
 
             backend = make_backend(config)
         try:
-            model_id = await backend.model_id()
+            from .preflight import run_preflight
+
+            checked = await run_preflight(
+                config,
+                backend,
+                lambda: ((getattr(s, "seed_id", i), self._messages(s)) for i, s in enumerate(seeds)),
+                output_dir=self.output_dir,
+            )
+            model_id = checked.model_id
+            self.max_new_tokens = checked.max_new_tokens
             result = await self._generate(seeds, backend, model_id, report)
         finally:
             if owns_backend:
                 await backend.aclose()
-        logger.info("Context synthesis: %s", report.summary())
+        # the generation phase's own counts: composed examples are counted later, when rows are written
+        logger.info("Context synthesis: %s", report.summary(include_examples=False))
         return result
+
+    def _messages(self, seed: Any) -> tuple[dict[str, str], ...]:
+        """The chat messages of the request for one seed (or item, with a custom ``render``)."""
+        if self.render is not None:
+            return self.render(seed)
+        config = self.config
+        return render_synthesis_messages(
+            seed.instruction,
+            seed.answer,
+            task=seed.task,
+            context_words=config.context_words,
+            template=config.prompt_template,
+            system_prompt=config.system_prompt if config.system_prompt is not None else DEFAULT_SYSTEM_PROMPT,
+        )
 
     async def _generate(
         self, seeds: list[SeedExample], backend: GenerationBackend, model_id: str, report: SynthesisReport
     ) -> SynthesisResult:
         config = self.config
+        max_new_tokens = int(getattr(self, "max_new_tokens", None) or config.max_new_tokens)
         settings = {
             "api": config.api,
-            "max_new_tokens": config.max_new_tokens,
+            "max_new_tokens": max_new_tokens,
             "temperature": config.temperature,
             "top_p": config.top_p,
         }
@@ -208,17 +237,7 @@ class ContextSynthesizer:
         signatures: dict[int, Any] = {}
 
         def messages_of(i: int) -> tuple[dict[str, str], ...]:
-            if self.render is not None:
-                return self.render(seeds[i])
-            seed = seeds[i]
-            return render_synthesis_messages(
-                seed.instruction,
-                seed.answer,
-                task=seed.task,
-                context_words=config.context_words,
-                template=config.prompt_template,
-                system_prompt=config.system_prompt if config.system_prompt is not None else DEFAULT_SYSTEM_PROMPT,
-            )
+            return self._messages(seeds[i])
 
         def make_request(i: int) -> GenerationRequest:
             msgs = messages_of(i)
@@ -227,7 +246,7 @@ class ContextSynthesizer:
             return GenerationRequest(
                 key=key,
                 messages=msgs,
-                max_new_tokens=config.max_new_tokens,
+                max_new_tokens=max_new_tokens,
                 temperature=config.temperature,
                 top_p=config.top_p,
                 seed=seed_value,
@@ -254,8 +273,8 @@ class ContextSynthesizer:
             return False
 
         def fail(i: int, reason: str) -> None:
-            failures[i] = reason
-            report.count("failure", reason)
+            failures[i] = reason  # the full reason per seed; the report groups by a normalized key
+            report.count("failure", failure_key(reason))
             bar.update(1)
 
         def schedule(i: int) -> GenerationRequest | None:
@@ -270,6 +289,8 @@ class ContextSynthesizer:
                 cached = self.cache.get(req.key)
                 if cached is None:
                     key_to_seeds[req.key] = [i]
+                    if attempts[i] > 0:  # a new sampling seed because the previous output was unusable
+                        report.regenerated += 1
                     return req
                 report.cached += 1
                 with bar.from_cache():
@@ -308,7 +329,9 @@ class ContextSynthesizer:
                 if waiting is None:  # pragma: no cover - a backend answering a request twice
                     logger.warning("ignoring an unexpected second result for request %s", res.key[:12])
                     continue
-                report.retried += max(0, res.attempts - 1)
+                report.requests += 1
+                report.attempts += max(1, res.attempts)
+                report.transport_retries += max(0, res.attempts - 1)
                 bar.request_done(res.tokens_out if res.ok else 0)
                 if res.ok:
                     self.cache.put(res.key, res.text, model=model_id, tokens_in=res.tokens_in, tokens_out=res.tokens_out)
@@ -332,6 +355,7 @@ class ContextSynthesizer:
                 report.count("failure", "no_result")
         if dedup:
             self._drop_near_duplicates(seeds, context_keys, signatures, failures, report, qconf)
+        report.retried = report.transport_retries + report.regenerated
         report.failed = len(failures)
         report.failed_seeds = {str(getattr(seeds[i], "seed_id", i)): failures[i] for i in sorted(failures)}
         report.filtered = sum(report.filter_reasons.values())

@@ -56,13 +56,22 @@ def test_second_load_makes_zero_requests_and_runtime_knobs_share_the_cache(small
 
 
 def test_cache_id_depends_on_semantic_settings_only(small_seed_dir):
-    base = builder_config_id(small_seed_dir, endpoint="http://127.0.0.1:1")
-    assert base == builder_config_id(small_seed_dir, endpoint="http://127.0.0.1:1", endpoint_token="t", timeout=3.0,
-                                     max_concurrency=2, max_retries=1, num_distractors=9, temperature=0.8)
-    assert base == builder_config_id(small_seed_dir, endpoint="http://user:pw@127.0.0.1:1?key=x")
-    assert base != builder_config_id(small_seed_dir, endpoint="http://127.0.0.1:1", random_seed=7)
-    assert base != builder_config_id(small_seed_dir, endpoint="http://127.0.0.1:1", generator_model="other/model")
-    assert base != builder_config_id(small_seed_dir, endpoint="http://127.0.0.1:1", context_words=500)
+    # the cache id names the served model (asked from the server), never the endpoint URL
+    with FakeTGIServer(model_id="org/m") as srv, FakeTGIServer(model_id="org/m") as twin, \
+            FakeTGIServer(model_id="org/other") as other:
+        url = srv.url
+        base = builder_config_id(small_seed_dir, endpoint=url)
+        assert base == builder_config_id(small_seed_dir, endpoint=url, endpoint_token="t", timeout=3.0,
+                                         max_concurrency=2, max_retries=1, num_distractors=9, temperature=0.8)
+        assert base == builder_config_id(small_seed_dir, endpoint=url.replace("://", "://user:pw@") + "?key=x")
+        assert base == builder_config_id(small_seed_dir, endpoint=url.replace("127.0.0.1", "localhost") + "/")
+        assert base == builder_config_id(small_seed_dir, endpoint=twin.url)  # another server, same model
+        assert base == builder_config_id(small_seed_dir, endpoint=[url, twin.url])  # a fleet of it
+        assert base == builder_config_id(small_seed_dir, endpoint=url, generator_model="org/m")
+        assert base != builder_config_id(small_seed_dir, endpoint=other.url)  # another model
+        assert base != builder_config_id(small_seed_dir, endpoint=url, random_seed=7)
+        assert base != builder_config_id(small_seed_dir, endpoint=url, generator_model="other/model")
+        assert base != builder_config_id(small_seed_dir, endpoint=url, context_words=500)
 
 
 def test_cache_id_follows_seed_content(tmp_path):

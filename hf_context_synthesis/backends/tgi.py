@@ -41,10 +41,18 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.utils import build_hf_headers
 
-from ..urls import sanitize_url
 from ..secrecy import endpoint_token, redact, register_secret
+from ..urls import sanitize_url, validate_endpoint
 from .adaptive import AdaptiveLimiter
 from .base import GenerationBackend, GenerationRequest, GenerationResult
+from .errors import (
+    MAX_SERVER_MESSAGE,
+    EndpointRouteError,
+    EndpointUnreachableError,
+    ModelDiscoveryError,
+    ResponseTooLargeError,
+    server_error_message,
+)
 from .retry import FatalRequestError, RetryableError, RetryPolicy, is_retryable_status, parse_retry_after
 
 logger = logging.getLogger(__name__)
@@ -57,7 +65,12 @@ __all__ = [
     "sanitize_url",
 ]
 
-_MAX_SERVER_MESSAGE = 200
+_MAX_SERVER_MESSAGE = MAX_SERVER_MESSAGE
+
+#: Default cap on one response body (a 4,096-token generation is a few tens of KB).
+DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+#: Seconds each discovery / preflight GET may take at most.
+PROBE_TIMEOUT = 10.0
 
 
 @dataclass
@@ -68,8 +81,10 @@ class TGIBackendConfig:
         endpoint: Base URL of the server (``http://host:8080`` or an Inference Endpoint URL). For
             ``api="chat"`` the client appends ``/v1/chat/completions``; for ``api="text"`` it posts to
             the URL itself (TGI's ``POST /``).
-        model: Model name sent in chat requests and used as :meth:`TGIBackend.model_id`; ``None`` asks
-            the server's ``/info`` (TGI ignores the name, OpenAI-compatible servers may need it).
+        model: Model name sent in chat requests and used as :meth:`TGIBackend.model_id`; ``None``
+            discovers it: TGI's ``GET /info`` ``model_id``, else OpenAI's ``GET /v1/models`` (when it lists
+            exactly one model; several raise :class:`ModelDiscoveryError` listing them). No made-up
+            name is ever sent.
         api: ``"chat"`` (server-side chat template) or ``"text"`` (raw generation of a prompt rendered
             with ``tokenizer``'s chat template).
         tokenizer: For ``api="text"``: a tokenizer object with ``apply_chat_template`` or a local
@@ -82,7 +97,9 @@ class TGIBackendConfig:
             ``[min_concurrency, max_concurrency]``. The current limit is :attr:`TGIBackend.concurrency_limit`.
         min_concurrency: Lower bound of the adaptive limit.
         initial_concurrency: Starting adaptive limit (``None``: ``min(8, max_concurrency)``).
-        timeout: Seconds one HTTP attempt may take (``None``: wait forever).
+        timeout: Seconds one HTTP attempt may take in total, body included (``None``: wait forever).
+        max_response_bytes: Largest response body accepted; a larger one fails its request at once
+            (not retried) instead of filling memory.
         max_retries: Retries after the first attempt.
         backoff_base: First backoff ceiling (s), doubled on each retry.
         backoff_max: Largest backoff wait (s).
@@ -108,6 +125,7 @@ class TGIBackendConfig:
     min_concurrency: int = 1
     initial_concurrency: int | None = None
     timeout: float | None = 600.0
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
     max_retries: int = 8
     backoff_base: float = 1.0
     backoff_max: float = 60.0
@@ -119,8 +137,9 @@ class TGIBackendConfig:
     def __post_init__(self) -> None:
         if self.headers is None:
             self.headers = {}
-        if not isinstance(self.endpoint, str) or not self.endpoint.startswith(("http://", "https://")):
-            raise ValueError(f"endpoint must be an http(s) URL, got {sanitize_url(str(self.endpoint))!r}")
+        validate_endpoint(self.endpoint)
+        if self.max_response_bytes < 1024:
+            raise ValueError(f"max_response_bytes must be >= 1024, got {self.max_response_bytes}")
         if self.api not in ("chat", "text"):
             raise ValueError(f"api must be 'chat' or 'text', got {self.api!r}")
         if self.api == "text" and self.tokenizer is None:
@@ -194,6 +213,7 @@ class _LoopState:
     http: httpx2.AsyncClient
     semaphore: asyncio.Semaphore
     limiter: AdaptiveLimiter | None = None
+    discovery: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 class TGIBackend(GenerationBackend):
@@ -325,8 +345,9 @@ class TGIBackend(GenerationBackend):
         # by default, which would reconnect constantly at higher concurrency). `_async_client` is how
         # AsyncInferenceClient caches its httpx client; if that ever changes, we fall back to its default.
         n = self.max_concurrency
+        limits = httpx2.Limits(max_connections=n, max_keepalive_connections=n, keepalive_expiry=30.0)
         http = httpx2.AsyncClient(
-            limits=httpx2.Limits(max_connections=n, max_keepalive_connections=n, keepalive_expiry=30.0),
+            transport=_CappedTransport(httpx2.AsyncHTTPTransport(limits=limits), self.config.max_response_bytes),
             follow_redirects=True,
             timeout=None,
         )
@@ -340,12 +361,69 @@ class TGIBackend(GenerationBackend):
     # ------------------------------------------------------------------ public API
 
     async def model_id(self) -> str:
-        """``config.model``, else ``/info``'s ``model_id``, else the sanitized endpoint URL."""
+        """The served model: ``config.model``, else discovered (see :meth:`discover_model`)."""
         if self._model_id is None:
-            info = await self.info()
-            model = info.get("model_id") if info else None
-            self._model_id = model if isinstance(model, str) and model else self.safe_endpoint
+            async with self._loop_state().discovery:  # concurrent first requests ask the server once
+                if self._model_id is None:
+                    self._model_id = await self.discover_model()
         return self._model_id
+
+    async def discover_model(self) -> str:
+        """Ask the server which model it serves: TGI's ``/info`` ``model_id``, else ``/v1/models``.
+
+        Raises :class:`ModelDiscoveryError` when ``/v1/models`` lists several models (naming them) or
+        the server reports none, and :class:`EndpointUnreachableError` when it cannot be reached.
+        """
+        probe = await self.probe(health=False)
+        model = probe.info.get("model_id") if isinstance(probe.info, dict) else None
+        if isinstance(model, str) and model:
+            return model
+        if probe.models is not None:
+            if len(probe.models) == 1:
+                return probe.models[0]
+            if len(probe.models) > 1:
+                raise ModelDiscoveryError(
+                    f"{self.safe_endpoint} serves {len(probe.models)} models ({', '.join(probe.models)}): "
+                    "set generator_model to the one to use"
+                )
+        if not probe.reachable:
+            raise EndpointUnreachableError(probe.unreachable_message())
+        for route, (status, body) in probe.answers.items():
+            if status in (401, 403):
+                raise ModelDiscoveryError(
+                    f"{self.http_error_reason(status, body)} ({self.safe_endpoint} refused the credentials on "
+                    f"GET {route}, asked for the served model; check the endpoint token)"
+                )
+        raise ModelDiscoveryError(
+            f"cannot tell which model {self.safe_endpoint} serves ({probe.describe()}); set generator_model"
+        )
+
+    async def probe(self, *, health: bool = True, timeout: float | None = None) -> "EndpointProbe":
+        """One look at the server: ``GET /health`` (optional), ``/info`` and ``/v1/models``, at once.
+
+        Each GET is one attempt bounded by ``timeout`` (default: ``min(config.timeout, PROBE_TIMEOUT)``).
+        """
+        limit = timeout or min(self.config.timeout or PROBE_TIMEOUT, PROBE_TIMEOUT)
+        routes = (["/health"] if health else []) + ["/info", "/v1/models"]
+        answers = await asyncio.gather(*(self._probe_get(r, limit) for r in routes))
+        result = EndpointProbe(endpoint=self.safe_endpoint, answers=dict(zip(routes, answers)))
+        info = result.json("/info")
+        result.info = info if isinstance(info, dict) else None
+        models = result.json("/v1/models")
+        if isinstance(models, dict) and isinstance(models.get("data"), list):
+            result.models = [str(m["id"]) for m in models["data"] if isinstance(m, dict) and m.get("id")]
+        return result
+
+    async def _probe_get(self, route: str, timeout: float) -> "tuple[int | None, bytes | str]":
+        try:
+            response = await asyncio.wait_for(self._get(route), timeout=timeout)
+        except asyncio.TimeoutError:
+            return None, f"no answer within {timeout:g}s"
+        except ResponseTooLargeError as exc:
+            return None, str(exc)
+        except httpx2.HTTPError as exc:
+            return None, f"{type(exc).__name__}: {self._redact(str(exc))[:200]}"
+        return response.status_code, response.content
 
     async def info(self) -> dict[str, Any] | None:
         """The server's ``/info`` payload, or ``None`` if it cannot be had (one attempt, no retry)."""
@@ -354,7 +432,7 @@ class TGIBackend(GenerationBackend):
             if response.status_code != 200:
                 return None
             data = response.json()
-        except (httpx2.HTTPError, ValueError, asyncio.TimeoutError) as exc:
+        except (httpx2.HTTPError, ValueError, asyncio.TimeoutError, ResponseTooLargeError) as exc:
             logger.debug("TGI /info failed on %s: %s", self.safe_endpoint, type(exc).__name__)
             return None
         return data if isinstance(data, dict) else None
@@ -363,7 +441,7 @@ class TGIBackend(GenerationBackend):
         """Whether ``GET /health`` answers 200 (one attempt, bounded by ``timeout``)."""
         try:
             response = await self._get("/health")
-        except (httpx2.HTTPError, asyncio.TimeoutError) as exc:
+        except (httpx2.HTTPError, asyncio.TimeoutError, ResponseTooLargeError) as exc:
             logger.debug("TGI /health failed on %s: %s", self.safe_endpoint, type(exc).__name__)
             return False
         return response.status_code == 200
@@ -398,6 +476,8 @@ class TGIBackend(GenerationBackend):
             )
             return GenerationResult(key=request.key, error=f"{exc.reason} (after {attempts} attempts)", attempts=attempts)
         except FatalRequestError as exc:
+            if exc.stops_run:
+                raise EndpointRouteError(exc.reason) from None
             logger.warning("TGI request %s rejected by %s: %s", request.key, self.safe_endpoint, exc.reason)
             return GenerationResult(key=request.key, error=exc.reason, attempts=attempts)
         except Exception as exc:  # noqa: BLE001 - generate() must not raise for a request
@@ -447,11 +527,15 @@ class TGIBackend(GenerationBackend):
 
     async def _attempt(self, state: _LoopState, request: GenerationRequest) -> GenerationResult:
         try:
-            if self.config.api == "chat":
-                return await self._chat(state.client, request)
-            return await self._text(state.client, request)
+            # The whole attempt, body included, is bounded: httpx's own timeout is per read, so a
+            # server trickling a huge body would otherwise never time out.
+            return await asyncio.wait_for(self._protocol_call(state, request), timeout=self.config.timeout)
         except (RetryableError, FatalRequestError):
             raise
+        except ResponseTooLargeError as exc:
+            raise FatalRequestError(str(exc)) from None
+        except asyncio.TimeoutError:
+            raise RetryableError(f"timeout after {self.config.timeout}s") from None
         except InferenceTimeoutError:
             raise RetryableError(f"timeout after {self.config.timeout}s") from None
         except (TextGenerationError, HfHubHTTPError) as exc:
@@ -470,10 +554,15 @@ class TGIBackend(GenerationBackend):
 
     # ------------------------------------------------------------------ protocol details
 
+    async def _protocol_call(self, state: _LoopState, request: GenerationRequest) -> GenerationResult:
+        if self.config.api == "chat":
+            return await self._chat(state.client, request)
+        return await self._text(state.client, request)
+
     async def _chat(self, client: AsyncInferenceClient, request: GenerationRequest) -> GenerationResult:
         output = await client.chat_completion(
             messages=[dict(m) for m in request.messages],
-            model=self._payload_model(),
+            model=self._model_id or await self._model_for_request(),
             max_tokens=request.max_new_tokens,
             temperature=request.temperature,
             top_p=request.top_p,
@@ -497,10 +586,14 @@ class TGIBackend(GenerationBackend):
             extra={"finish_reason": choice.finish_reason},
         )
 
-    def _payload_model(self) -> str:
-        # TGI ignores the name; OpenAI-compatible servers need the real one ("tgi" is TGI's documented default).
-        model = self._model_id
-        return model if model and not model.startswith(("http://", "https://")) else "tgi"
+    async def _model_for_request(self) -> str:
+        """The model name for a chat payload, discovered on first use (a failure fails the attempt)."""
+        try:
+            return await self.model_id()
+        except EndpointUnreachableError as exc:
+            raise RetryableError(f"connection error (model discovery: {exc})") from None
+        except ModelDiscoveryError as exc:
+            raise FatalRequestError(str(exc)) from None
 
     def render_prompt(self, request: GenerationRequest) -> str:
         """The raw prompt ``api="text"`` sends: the messages through the tokenizer's chat template."""
@@ -546,14 +639,23 @@ class TGIBackend(GenerationBackend):
         if isinstance(http_error, HfHubHTTPError) and http_error.response is not None:
             response = http_error.response
             status = response.status_code
-            if isinstance(exc, TextGenerationError):
-                message = str(exc)
-            else:
-                message = http_error.server_message or ""
-            message = self._redact(" ".join(message.split()))[:_MAX_SERVER_MESSAGE]
-            reason = f"HTTP {status}" + (f": {message}" if message else "")
+            reason = self.http_error_reason(status, _body_of(response), response.headers.get("content-type", ""))
             if is_retryable_status(status):
                 return RetryableError(reason, parse_retry_after(response.headers.get("retry-after")), status)
+            if status in (404, 405) and self._is_missing_route(reason):
+                route = "/v1/chat/completions" if self.config.api == "chat" else "POST / (TGI's /generate protocol)"
+                other = "text" if self.config.api == "chat" else "chat"
+                hint = (
+                    "OpenAI-compatible servers (transformers serve, vLLM, ...) speak api='chat'"
+                    if other == "chat"
+                    else "a TGI server older than 1.4.3 speaks only api='text' (with a tokenizer)"
+                )
+                return FatalRequestError(
+                    f"{self.safe_endpoint} has no {route} route ({reason}): api={self.config.api!r} does not "
+                    f"match this server; use api={other!r} ({hint})",
+                    status,
+                    stops_run=True,
+                )
             return FatalRequestError(reason, status)
         # A TGI error without an HTTP response attached: validation errors are final.
         message = self._redact(str(exc))[:_MAX_SERVER_MESSAGE]
@@ -561,6 +663,20 @@ class TGIBackend(GenerationBackend):
         if isinstance(exc, ValidationError):
             return FatalRequestError(reason)
         return RetryableError(reason)
+
+    def http_error_reason(self, status: int, body: bytes | str | None, content_type: str = "") -> str:
+        """``"HTTP <status>: <the server's message>"``, credential-free, on one line.
+
+        Redaction hook: every failure reason built from a server's error body is made here.
+        """
+        message = self._redact(server_error_message(body, content_type))
+        return f"HTTP {status}" + (f": {message}" if message else "")
+
+    def _is_missing_route(self, reason: str) -> bool:
+        message = reason.split(":", 1)[1].strip().lower() if ":" in reason else ""
+        if self.config.api == "text":
+            return True  # TGI answers every valid generate request; a 404/405 there is the route
+        return message in ("", "not found", "method not allowed", "404 page not found")
 
     async def aclose(self) -> None:
         """Close the HTTP client of the current event loop."""
@@ -578,3 +694,111 @@ class TGIBackend(GenerationBackend):
                 await state.client.close()
         except RuntimeError:  # no running loop / closed loop
             pass
+
+
+def _body_of(response: httpx2.Response) -> bytes:
+    try:
+        return response.content
+    except httpx2.ResponseNotRead:  # pragma: no cover - huggingface_hub reads error bodies
+        return b""
+
+
+@dataclass
+class EndpointProbe:
+    """What :meth:`TGIBackend.probe` saw: per route, the HTTP status (``None``: no answer) and body or error.
+
+    Args:
+        endpoint: Sanitized endpoint URL.
+        answers: ``route -> (status or None, body bytes or error text)``.
+        info: TGI's ``/info`` payload, when it answered with JSON.
+        models: Model ids listed by ``/v1/models``, when it answered with an OpenAI model list.
+    """
+
+    endpoint: str
+    answers: dict[str, tuple[int | None, bytes | str]]
+    info: dict[str, Any] | None = None
+    models: list[str] | None = None
+
+    @property
+    def reachable(self) -> bool:
+        """Whether any route answered with an HTTP status (even an error)."""
+        return any(status is not None for status, _ in self.answers.values())
+
+    def json(self, route: str) -> Any:
+        status, body = self.answers.get(route, (None, b""))
+        if status != 200 or not isinstance(body, (bytes, str)):
+            return None
+        try:
+            import json
+
+            return json.loads(body)
+        except ValueError:
+            return None
+
+    def status(self, route: str) -> int | None:
+        return self.answers.get(route, (None, b""))[0]
+
+    def describe(self) -> str:
+        """One line: what each route answered."""
+        parts = []
+        for route, (status, body) in self.answers.items():
+            if status is None:
+                parts.append(f"GET {route}: {body}")
+            elif status == 200:
+                parts.append(f"GET {route}: 200")
+            else:
+                message = server_error_message(body, limit=200)
+                parts.append(f"GET {route}: HTTP {status}" + (f" {message}" if message else ""))
+        return "; ".join(parts)
+
+    def unreachable_message(self) -> str:
+        return (
+            f"cannot reach the generation endpoint {self.endpoint} ({self.describe()}); "
+            "is the server running and the URL right?"
+        )
+
+
+class _CappedStream(httpx2.AsyncByteStream):
+    """A response body stream that raises :class:`ResponseTooLargeError` past ``limit`` bytes."""
+
+    def __init__(self, inner: Any, limit: int, url: str) -> None:
+        self._inner = inner
+        self._limit = limit
+        self._url = url
+
+    async def __aiter__(self) -> Any:
+        seen = 0
+        async for chunk in self._inner:
+            seen += len(chunk)
+            if seen > self._limit:
+                raise ResponseTooLargeError(
+                    f"response body from {self._url} exceeds max_response_bytes={self._limit} (failed, not retried)"
+                )
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class _CappedTransport(httpx2.AsyncBaseTransport):
+    """Transport wrapper that refuses response bodies larger than ``limit`` bytes (checked as they stream)."""
+
+    def __init__(self, inner: httpx2.AsyncBaseTransport, limit: int) -> None:
+        self._inner = inner
+        self._limit = limit
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        response = await self._inner.handle_async_request(request)
+        url = sanitize_url(str(request.url))
+        length = response.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self._limit:
+            await response.aclose()
+            raise ResponseTooLargeError(
+                f"response body from {url} is {int(length)} bytes, over max_response_bytes={self._limit} "
+                "(failed, not retried)"
+            )
+        response.stream = _CappedStream(response.stream, self._limit, url)
+        return response
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
