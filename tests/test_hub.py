@@ -402,10 +402,23 @@ def test_callback_background_pushes_every_save_and_waits_at_end(hub, tiny_model_
     assert messages == ["Training in progress, step 1", "Training in progress, step 2", "End of training (step 2)"]
 
 
-def test_callback_raises_at_train_end_when_a_push_failed(hub, tiny_model_dir, tmp_path):
-    from hf_context_synthesis.hub import HubPublishError
+@pytest.mark.parametrize("background", [False, True])
+def test_a_failed_push_never_loses_the_model(hub, tiny_model_dir, tmp_path, caplog, background):
+    """The push fails (no write access / the Hub keeps answering 500): train() returns, the trained model
+    is saved locally first, and the failure is one ERROR line naming the folder and the command to retry."""
+    from safetensors.torch import load_file
+
     from hf_context_synthesis.trainer_callbacks import HubPushCallback
 
-    cb = HubPushCallback("not-mine/cb", token=TOKEN, background=True)
-    with pytest.raises(HubPublishError, match="not allowed to write to model repo not-mine/cb"):
-        _train_with_callback(tiny_model_dir, tmp_path, cb)
+    cb = HubPushCallback("not-mine/cb", token=TOKEN, background=background, max_attempts=1, backoff_base=0.01)
+    trainer = _train_with_callback(tiny_model_dir, tmp_path, cb)  # does not raise
+    out = tmp_path / "out"
+    saved = load_file(str(out / "model.safetensors"))
+    weights = trainer.model.state_dict()
+    assert saved and all(saved[k].equal(weights[k]) for k in saved)  # the trained weights, not the initial ones
+    assert (out / "tokenizer.json").is_file() and (out / "trainer_state.json").is_file()
+    assert cb.push_error and "\n" not in cb.push_error
+    assert "not allowed to write to model repo not-mine/cb" in cb.push_error
+    assert f"context-synthesis push-model {out} not-mine/cb" in cb.push_error and TOKEN not in cb.push_error
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR and r.name.endswith("push")]
+    assert [r.getMessage() for r in errors][-1] == cb.push_error

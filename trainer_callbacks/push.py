@@ -6,17 +6,18 @@ commit per push, transient errors retried):
 * at every checkpoint save (``push_on_save=True``): the ``checkpoint-<step>`` folder the Trainer just wrote,
   with commit message ``"Training in progress, step N"``;
 * at the end of training (``push_at_end=True``, the default): the model and ``processing_class`` as they
-  are then (saved with ``save_pretrained`` into a temporary folder), the trainer state and, when the
-  output folder has it, ``context_synthesis_training.json``.
+  are then, the trainer state and, when the output folder has it, ``context_synthesis_training.json``.
+  They are **saved first** into ``args.output_dir`` (``save_pretrained``), and pushed from there after.
 
 The card shows the training hyperparameters (from the trainer's arguments), the loss curve from
 ``state.log_history``, the synthesized dataset, the base model and, when given, evaluation results.
 
 With ``background=True`` the files are snapshotted synchronously (the weights keep changing) and the upload
 runs in ``HfApi.run_as_future`` (one background thread, pushes in order), so training is not blocked; at
-train end the callback waits for every pending push. A failed push is logged at once and raised as
-:class:`~hf_context_synthesis.hub.HubPublishError` at train end (a failed synchronous end-of-training push
-raises at once). Only the main process (``state.is_world_process_zero``) pushes.
+train end the callback waits for every pending push. A push failure never loses the trained model and
+never raises out of ``trainer.train()``: the model is already saved locally, the failure is reported in
+one ``ERROR`` log line (naming the folder and the command that pushes it later) and kept in
+``callback.push_error``. Only the main process (``state.is_world_process_zero``) saves and pushes.
 """
 
 from __future__ import annotations
@@ -65,7 +66,8 @@ class HubPushCallback(TrainerCallback):
         max_attempts / backoff_base: Retries of each commit on transient errors.
         card_kwargs: ``license``, ``language``, ``tags``, ``description`` for the model card.
 
-    After training, ``callback.commits`` holds the ``CommitInfo`` of every push, in order.
+    After training, ``callback.commits`` holds the ``CommitInfo`` of every push, in order, and
+    ``callback.push_error`` the one-line failure report (``None`` when every push succeeded).
     """
 
     def __init__(
@@ -102,6 +104,8 @@ class HubPushCallback(TrainerCallback):
         self._pending: list[tuple[int, Future]] = []
         self._errors: list[str] = []
         self.commits: list[Any] = []
+        #: One-line report of the pushes that failed (``None``: none failed).
+        self.push_error: str | None = None
 
     def __repr__(self) -> str:
         return (
@@ -175,21 +179,32 @@ class HubPushCallback(TrainerCallback):
         processing_class: Any = None,
         **kwargs: Any,
     ):
-        try:
-            if self.push_at_end and state.is_world_process_zero:
-                if model is None:
-                    raise HubPublishError(f"HubPushCallback got no model at train end: nothing pushed to {self.repo_id}")
-                snapshot = Path(tempfile.mkdtemp(prefix="context-synthesis-final-"))
+        local = Path(args.output_dir)
+        errors: list[str] = []
+        if self.push_at_end and state.is_world_process_zero:
+            if model is None:
+                errors.append("HubPushCallback got no model at train end: nothing saved or pushed")
+            else:
+                # Save first: whatever happens to the push, the trained model is on disk.
+                local.mkdir(parents=True, exist_ok=True)
+                model.save_pretrained(local)
+                if processing_class is not None and hasattr(processing_class, "save_pretrained"):
+                    processing_class.save_pretrained(local)
+                state.save_to_json(str(local / TRAINER_STATE_FILE))
                 try:
-                    model.save_pretrained(snapshot)
-                    if processing_class is not None and hasattr(processing_class, "save_pretrained"):
-                        processing_class.save_pretrained(snapshot)
-                    state.save_to_json(str(snapshot / TRAINER_STATE_FILE))
-                    summary = Path(args.output_dir) / TRAINING_SUMMARY_FILE
-                    if summary.is_file():
-                        shutil.copyfile(summary, snapshot / TRAINING_SUMMARY_FILE)
-                    self._push(snapshot, args, state, f"End of training (step {state.global_step})")
-                finally:
-                    shutil.rmtree(snapshot, ignore_errors=True)
-        finally:
+                    self._push(local, args, state, f"End of training (step {state.global_step})")
+                except Exception as err:  # noqa: BLE001 - a push failure must not lose the model
+                    errors.append(f"end-of-training push failed: {type(err).__name__}: {err}")
+        try:
             self.wait()
+        except Exception as err:  # noqa: BLE001
+            errors.append(str(err))
+        if errors:
+            from hf_context_synthesis.secrecy import redact
+
+            detail = " ".join("; ".join(errors).split())  # one line
+            self.push_error = redact(
+                f"Hub push to {self.repo_id} failed ({detail}); the model is saved in {local}: push it later with "
+                f"`context-synthesis push-model {local} {self.repo_id}`"
+            )
+            logger.error("%s", self.push_error)
