@@ -5,7 +5,9 @@
 :class:`RunSetupError` line naming the model, the recipe step and the fixes. :func:`check_synthesis_inputs`
 applies it, with the seed and output paths, to a :class:`~hf_context_synthesis.config.SynthesisConfig`.
 :func:`plan_synthesis` computes what ``synthesize``/``run`` would do: seeds per task, requests to make
-vs already cached, an estimate of the tokens in and out, and the files it would write.
+vs already cached, an estimate of the tokens in and out, and the files it would write; with an
+endpoint it runs the run's own :func:`~hf_context_synthesis.preflight.run_preflight` (reachability,
+model id, context window) first.
 """
 
 from __future__ import annotations
@@ -156,6 +158,7 @@ class SynthesisPlan:
     tokens_out: int = 0
     layout: list[tuple[str, str]] = field(default_factory=list)
     note: str | None = None
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def seeds(self) -> int:
@@ -167,6 +170,7 @@ class SynthesisPlan:
     def to_text(self) -> str:
         """The human-readable plan that ``--dry-run`` prints."""
         lines = [f"dry run: nothing generated, nothing written; generator {self.generator} ({self.backend})"]
+        lines.extend(f"warning: {w}" for w in self.warnings)
         if self.note:
             lines.append(self.note)
         else:
@@ -231,33 +235,44 @@ def plan_synthesis(config: Any, output_dir: str | os.PathLike[str], *, datasets_
         )
     loaded = load_seeds(config)
     seeds = loaded.examples
-    if config.endpoints:  # the server names its model (as in the run)
+    system_prompt = config.system_prompt if config.system_prompt is not None else DEFAULT_SYSTEM_PROMPT
+
+    def messages_of(seed: Any) -> tuple[dict[str, str], ...]:
+        return render_synthesis_messages(
+            seed.instruction, seed.answer, task=seed.task, context_words=config.context_words,
+            template=config.prompt_template, system_prompt=system_prompt,
+        )
+
+    max_new_tokens = int(config.max_new_tokens)
+    warnings: list[str] = []
+    if config.endpoints:  # the run's own preflight: endpoint reachable, model id, context window
+        from .preflight import run_preflight
+
         backend = make_backend(config)
         try:
-            model_id = _run_coro(backend.model_id())
+            checked = _run_coro(
+                run_preflight(config, backend, lambda: ((s.seed_id, messages_of(s)) for s in seeds))
+            )
         finally:
             _run_coro(backend.aclose())
+        model_id, max_new_tokens, warnings = checked.model_id, int(checked.max_new_tokens), list(checked.warnings)
     else:  # the embedded backend's id is the configured name: no need to load the model
         from .config import DEFAULT_GENERATOR_MODEL
 
         model_id = config.generator_model or DEFAULT_GENERATOR_MODEL
     cache_path = default_cache_path(config, datasets_cache_dir)
     cache = GenerationCache(cache_path) if os.path.exists(cache_path) else None
-    settings = {"api": config.api, "max_new_tokens": config.max_new_tokens, "temperature": config.temperature,
+    settings = {"api": config.api, "max_new_tokens": max_new_tokens, "temperature": config.temperature,
                 "top_p": config.top_p}
     plan = SynthesisPlan(
         output_dir=os.fspath(output_dir), generator=model_id, backend=config.backend_kind, cache_path=cache_path,
         seeds_per_task=dict(Counter(s.task for s in seeds)), rejected_rows=loaded.rejected_rows,
-        layout=dataset_layout(output_dir) if config.num_shards == 1 else [],
+        layout=dataset_layout(output_dir) if config.num_shards == 1 else [], warnings=warnings,
     )
-    out_per_request = min(int(config.max_new_tokens), int(round(config.context_words * TOKENS_PER_WORD)))
+    out_per_request = min(max_new_tokens, int(round(config.context_words * TOKENS_PER_WORD)))
     seen: set[str] = set()
     for seed in seeds:
-        messages = render_synthesis_messages(
-            seed.instruction, seed.answer, task=seed.task, context_words=config.context_words,
-            template=config.prompt_template,
-            system_prompt=config.system_prompt if config.system_prompt is not None else DEFAULT_SYSTEM_PROMPT,
-        )
+        messages = messages_of(seed)
         key = request_key(messages, model_id, {**settings, "seed": sampling_seed(config.random_seed, messages, 0)})
         if key in seen:
             plan.shared += 1
