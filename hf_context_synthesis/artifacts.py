@@ -110,3 +110,35 @@ def read_json(path: str | os.PathLike[str]) -> dict[str, Any] | None:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+
+
+def _is_disposable(path: Path) -> bool:
+    """A file a failed first run may leave that holds nothing: an empty generation cache (and its
+    SQLite side files) or a lock file."""
+    name = path.name
+    if name.endswith((".lock", "-wal", "-shm", "-journal")):
+        return True
+    if name.endswith(".sqlite"):
+        import sqlite3
+
+        try:
+            with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+                return conn.execute("SELECT COUNT(*) FROM generations").fetchone()[0] == 0
+        except sqlite3.Error:
+            return path.stat().st_size == 0
+    return False
+
+
+def remove_if_nothing_kept(path: str | os.PathLike[str]) -> bool:
+    """Remove the folder ``path`` when nothing worth keeping lives below it (only folders, empty
+    generation caches, lock files): a failed first run leaves no empty output folder behind.
+    Returns whether it was removed."""
+    import shutil
+
+    target = Path(path)
+    if not target.is_dir():
+        return False
+    if any(p.is_symlink() or (p.is_file() and not _is_disposable(p)) for p in target.rglob("*")):
+        return False
+    shutil.rmtree(target, ignore_errors=True)
+    return True

@@ -11,7 +11,6 @@ import argparse
 import importlib
 import logging
 import os
-import shutil
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -114,9 +113,11 @@ def config_from_args(args: argparse.Namespace):
 
 
 def _remove_empty_dirs(path: Path) -> None:
-    """Remove ``path`` and its sub-folders when no file lives anywhere below it."""
-    if path.is_dir() and not any(p.is_file() or p.is_symlink() for p in path.rglob("*")):
-        shutil.rmtree(path, ignore_errors=True)
+    """Remove ``path`` when nothing worth keeping lives below it (see
+    :func:`~hf_context_synthesis.artifacts.remove_if_nothing_kept`)."""
+    from .artifacts import remove_if_nothing_kept
+
+    remove_if_nothing_kept(path)
 
 
 def keep_no_empty_folder(path: str | os.PathLike[str], action: Callable[[], Any]) -> Any:

@@ -275,3 +275,14 @@ def test_train_config_file_typo_gets_a_suggestion(tmp_path, capsys):
     config.write_text(yaml.safe_dump({"lerning_rate": 0.1}))
     assert main(["train", "--config", str(config)]) == 2
     assert "did you mean learning_rate?" in capsys.readouterr().err
+
+
+def test_unreachable_endpoint_on_a_first_run_leaves_no_output_folder(tmp_path, capsys, seed_folder):
+    out = tmp_path / "run"
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({"output_dir": str(out), "synthesis": {"seed": str(seed_folder),
+                                                                            "endpoint": "http://127.0.0.1:9"}}))
+    assert main(["run", str(recipe), "--steps", "synthesize"]) == 1
+    err = capsys.readouterr().err
+    assert "http://127.0.0.1:9" in err and err.count("\n") == 1
+    assert not out.exists()  # not even the (empty) generation cache folder
