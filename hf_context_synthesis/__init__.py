@@ -73,6 +73,11 @@ _LAZY = {
     "RecipeConfig": "recipe",
     "load_recipe": "recipe",
     "run_recipe": "recipe",
+    "plan_synthesis": "dry_run",
+    "RunSetupError": "dry_run",
+    "write_dataset_card": "artifacts",
+    "write_model_card": "artifacts",
+    "add_dataclass_arguments": "cli_args",
 }
 
 __all__ = sorted([*_LAZY, "__version__"])
