@@ -207,6 +207,17 @@ def test_offline_demo_recipe_end_to_end(tmp_path, capsys, caplog):
     assert second["synthesis_report"] == first["synthesis_report"]
     assert second["eval_scores"] == first["eval_scores"]
 
+    # `train` on its own writes the same local artefacts (flag names: TRL's where the CLI has them)
+    options = {s for a in _subparsers(build_parser(only="train"))["train"]._actions for s in a.option_strings}
+    name = lambda trl, ours: trl if trl in options else ours  # noqa: E731
+    model_out = tmp_path / "model-cli"
+    assert main(["train", name("--model_name_or_path", "--model"), str(out / "tiny-model"),
+                 name("--dataset_name", "--dataset"), str(out / "dataset"), ("--output" if "--output" in options else "--output_dir"),
+                 str(model_out), "--max_steps", "2", "--max_length", "1024", "--use_cpu", "true",
+                 "--save_strategy", "no", "--report_to", "none", "--activation_checkpointing", "false", "-q"]) == 0
+    assert len(json.loads((model_out / "trainer_state.json").read_text())["log_history"]) >= 2
+    assert (model_out / "README.md").is_file() and (model_out / "training_loss.png").is_file()
+
 
 def test_synthesis_bar_shows_tokens_per_second_and_keeps_cache_hits_out_of_the_rate(tmp_path, capfd, seed_folder, tgi):
     from hf_context_synthesis.progress import RequestProgress
