@@ -166,13 +166,15 @@ def test_split_holdout_is_deterministic_and_keeps_a_training_row_per_task(tmp_pa
     assert picks[0] == picks[1]
 
 
-@pytest.mark.parametrize("name", ["paper.yaml", "smoke_cpu.yaml"])
+@pytest.mark.parametrize("name", ["paper.yaml", "smoke_cpu.yaml", "offline_demo.yaml"])
 def test_shipped_recipes_are_valid(name, tmp_path):
     """Every key of the shipped recipes is a real setting (synthesis config, training job or SFTConfig)."""
-    from hf_context_synthesis.recipe import synthesis_config
+    from hf_context_synthesis.recipe import synthesis_config, validate_recipe
 
     path = Path(__file__).resolve().parents[1] / "examples" / "configs" / name
-    recipe = load_recipe(path, [f"output_dir={tmp_path}"])
+    overrides = [f"output_dir={tmp_path}"] + (["training.model=tiny"] if name == "offline_demo.yaml" else [])
+    recipe = load_recipe(path, overrides)
+    validate_recipe(recipe)
     config = synthesis_config(recipe)
     config.validate()
     job, sft = training_job(recipe, "data")
