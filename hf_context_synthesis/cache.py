@@ -3,17 +3,27 @@
 Every result is committed as soon as it arrives, so a run killed with SIGKILL loses at most the
 requests that were in flight. Keys hash (prompt messages, model, generation settings, attempt), so
 any run with the same request reuses the text, whatever dataset config asked for it.
+
+A damaged file (truncated, overwritten) is detected when the cache is opened
+(:class:`CacheCorruptedError`, naming the file and how to rebuild it); :meth:`GenerationCache.rebuild`
+(or ``python -m hf_context_synthesis.cache --rebuild PATH``) moves it aside and keeps every generation
+that can still be read. A full disk is one clear :class:`CacheWriteError`, not a traceback.
 """
 
 from __future__ import annotations
 
+import argparse
+import errno
 import hashlib
 import json
 import logging
 import os
 import sqlite3
+import sys
+import socket
 import threading
 import time
+import uuid
 from collections.abc import Iterable
 from typing import Any
 
@@ -27,8 +37,17 @@ CREATE TABLE IF NOT EXISTS generations (
     tokens_in INTEGER NOT NULL DEFAULT 0,
     tokens_out INTEGER NOT NULL DEFAULT 0,
     created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS claims (
+    key TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    expires REAL NOT NULL
 )
 """
+#: Seconds a claim on a request stays valid when its owner cannot be checked (another machine).
+CLAIM_TTL_S = 3600.0
 
 
 def request_key(messages: Iterable[dict[str, str]], model: str, settings: dict[str, Any]) -> str:
@@ -39,23 +58,97 @@ def request_key(messages: Iterable[dict[str, str]], model: str, settings: dict[s
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
+class CacheCorruptedError(RuntimeError):
+    """The generation cache file is damaged (see the message for how to rebuild it)."""
+
+
+class CacheWriteError(OSError):
+    """A generation could not be stored (e.g. no space left on the device)."""
+
+
+#: Seconds a connection waits for another process's write to finish before giving up.
+BUSY_TIMEOUT_S = 300.0
+
+
 class GenerationCache:
     """A process- and crash-safe key -> generated text store.
 
     Args:
-        path: SQLite file (created with its folder). Several processes may share it.
+        path: SQLite file (created with its folder). Several processes may share it (WAL mode; a
+            writer waits up to :data:`BUSY_TIMEOUT_S` for another's write instead of failing with
+            "database is locked").
+        on_corrupt: What to do with a damaged file: ``"error"`` (default) raises
+            :class:`CacheCorruptedError` naming the file and the rebuild command; ``"rebuild"`` moves it
+            aside and starts a new cache holding every generation that could still be read.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, on_corrupt: str = "error") -> None:
+        if on_corrupt not in ("error", "rebuild"):
+            raise ValueError(f"on_corrupt must be 'error' or 'rebuild', got {on_corrupt!r}")
         self.path = os.fspath(path)
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(self.path, timeout=60, check_same_thread=False, isolation_level=None)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        # NORMAL in WAL mode: a committed transaction survives a process crash (SIGKILL); FULL would
-        # also survive power loss at one fsync per commit.
-        self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._conn.execute(_SCHEMA)
+        #: Who this cache object is in ``claims`` (one per object, so two runs in one process differ too).
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        try:
+            self._conn = self._open(self.path)
+        except sqlite3.DatabaseError as exc:
+            if not _is_corruption(exc):
+                raise
+            if on_corrupt == "rebuild":
+                GenerationCache.rebuild(self.path)
+                self._conn = self._open(self.path)
+            else:
+                raise CacheCorruptedError(
+                    f"the generation cache {self.path} is damaged ({exc}). Rebuild it, keeping every generation "
+                    f"that can still be read, with `python -m hf_context_synthesis.cache --rebuild {self.path}` "
+                    f"(or GenerationCache.rebuild(path)); the damaged file is kept beside it as *.corrupt-*"
+                ) from None
+
+    @staticmethod
+    def _open(path: str) -> sqlite3.Connection:
+        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, check_same_thread=False, isolation_level=None)
+        try:
+            conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+            _retry_busy(lambda: conn.execute("PRAGMA journal_mode=WAL"))
+            # NORMAL in WAL mode: a committed transaction survives a process crash (SIGKILL); FULL would
+            # also survive power loss at one fsync per commit.
+            conn.execute("PRAGMA synchronous=NORMAL")
+            _retry_busy(lambda: conn.executescript(_SCHEMA))
+            # A damaged file fails here, before the run spends anything (quick_check reads every page once).
+            result = conn.execute("PRAGMA quick_check").fetchone()
+            if result is None or result[0] != "ok":
+                raise sqlite3.DatabaseError(f"quick_check: {result[0] if result else 'no answer'}")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    @classmethod
+    def rebuild(cls, path: str | os.PathLike[str]) -> int:
+        """Move a damaged cache file aside (``<path>.corrupt-<time>``) and write a new one at ``path``
+        holding every generation that can still be read from it. Returns how many were kept."""
+        path = os.fspath(path)
+        aside = f"{path}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{time.monotonic_ns() % 10**6}"
+        os.replace(path, aside)
+        for suffix in ("-wal", "-shm"):
+            if os.path.exists(path + suffix):
+                os.replace(path + suffix, aside + suffix)
+        rows = _salvage(aside)
+        conn = cls._open(path)
+        try:
+            conn.execute("BEGIN")
+            conn.executemany(
+                "INSERT OR REPLACE INTO generations (key, text, model, tokens_in, tokens_out, created) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+        logger.warning("Rebuilt the generation cache %s: kept %d generations; the damaged file is %s",
+                       path, len(rows), aside)
+        return len(rows)
 
     def get(self, key: str) -> str | None:
         with self._lock:
@@ -73,13 +166,56 @@ class GenerationCache:
         return out
 
     def put(self, key: str, text: str, *, model: str, tokens_in: int = 0, tokens_out: int = 0) -> None:
-        """Store one generation and commit it at once."""
+        """Store one generation and commit it at once (:class:`CacheWriteError` when the disk is full)."""
+        try:
+            with self._lock:
+                self._conn.execute(
+                    "INSERT OR REPLACE INTO generations (key, text, model, tokens_in, tokens_out, created) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (key, text, model, int(tokens_in), int(tokens_out), time.time()),
+                )
+                self._conn.execute("DELETE FROM claims WHERE key = ? AND owner = ?", (key, self.owner))
+        except sqlite3.OperationalError as exc:
+            if "full" in str(exc).lower():
+                raise CacheWriteError(
+                    errno.ENOSPC,
+                    f"no space left on the device for the generation cache {self.path}: the generations stored "
+                    f"so far are safe; free space and rerun (they are reused, only the rest is requested)",
+                ) from None
+            raise
+
+    # ------------------------------------------------------------------ claims between processes
+    def claim(self, key: str, ttl: float = CLAIM_TTL_S) -> bool:
+        """Claim the request ``key`` for this run: ``False`` when another live run has claimed it (it is
+        being generated there; wait for it in the cache), ``True`` otherwise. A claim of a dead process
+        on this machine, or older than ``ttl`` seconds, is taken over. Released by :meth:`put`,
+        :meth:`release` and :meth:`close`."""
+        host, pid = socket.gethostname(), os.getpid()
         with self._lock:
-            self._conn.execute(
-                "INSERT OR REPLACE INTO generations (key, text, model, tokens_in, tokens_out, created) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (key, text, model, int(tokens_in), int(tokens_out), time.time()),
-            )
+            conn = self._conn
+            _retry_busy(lambda: conn.execute("BEGIN IMMEDIATE"))
+            try:
+                row = conn.execute("SELECT owner, host, pid, expires FROM claims WHERE key = ?", (key,)).fetchone()
+                if row is not None and row[0] != self.owner and not _claim_is_stale(row, host):
+                    return False
+                conn.execute(
+                    "INSERT OR REPLACE INTO claims (key, owner, host, pid, expires) VALUES (?, ?, ?, ?, ?)",
+                    (key, self.owner, host, pid, time.time() + ttl),
+                )
+                return True
+            finally:
+                conn.execute("COMMIT")
+
+    def claimed_elsewhere(self, key: str) -> bool:
+        """Whether another live run holds a claim on ``key``."""
+        with self._lock:
+            row = self._conn.execute("SELECT owner, host, pid, expires FROM claims WHERE key = ?", (key,)).fetchone()
+        return row is not None and row[0] != self.owner and not _claim_is_stale(row, socket.gethostname())
+
+    def release(self, key: str) -> None:
+        """Drop this run's claim on ``key`` (e.g. after a failed request)."""
+        with self._lock:
+            self._conn.execute("DELETE FROM claims WHERE key = ? AND owner = ?", (key, self.owner))
 
     def __contains__(self, key: str) -> bool:
         with self._lock:
@@ -91,6 +227,10 @@ class GenerationCache:
 
     def close(self) -> None:
         with self._lock:
+            try:
+                self._conn.execute("DELETE FROM claims WHERE owner = ?", (self.owner,))
+            except sqlite3.Error:  # closing must not fail (e.g. a full disk): claims of a dead run expire
+                pass
             self._conn.close()
 
     def __enter__(self) -> "GenerationCache":
@@ -98,3 +238,115 @@ class GenerationCache:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _claim_is_stale(row: tuple[Any, ...], host: str) -> bool:
+    """A claim ``(owner, host, pid, expires)`` whose run is gone (dead pid on this host) or expired."""
+    _, claim_host, pid, expires = row
+    if expires < time.time():
+        return True
+    if claim_host == host:
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except OSError:  # exists, owned by another user
+            return False
+    return False
+
+
+def _is_corruption(exc: sqlite3.DatabaseError) -> bool:
+    """Whether ``exc`` says the file is damaged (not merely busy or unreadable for permissions)."""
+    if isinstance(exc, sqlite3.OperationalError):
+        text = str(exc).lower()
+        return "malformed" in text or "not a database" in text or "disk i/o" in text
+    return True
+
+
+def _retry_busy(action: Any, deadline_s: float = BUSY_TIMEOUT_S) -> Any:
+    """Run ``action``; retry while another process holds a lock SQLite does not wait for itself
+    (switching to WAL and creating the schema can answer "database is locked" at once)."""
+    deadline = time.monotonic() + deadline_s
+    delay = 0.01
+    while True:
+        try:
+            return action()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc).lower() or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+
+def _fix_page_count(path: str) -> None:
+    """Make the header's page count match a truncated file, so that SQLite reads the pages that remain
+    (with a header larger than the file it refuses every query)."""
+    try:
+        with open(path, "r+b") as fh:
+            header = fh.read(100)
+            if len(header) < 100 or not header.startswith(b"SQLite format 3\x00"):
+                return
+            page_size = int.from_bytes(header[16:18], "big")
+            page_size = 65536 if page_size == 1 else page_size
+            if page_size < 512:
+                return
+            size = os.fstat(fh.fileno()).st_size
+            pages = size // page_size
+            if pages < int.from_bytes(header[28:32], "big"):
+                fh.truncate(pages * page_size)
+                fh.seek(28)
+                fh.write(pages.to_bytes(4, "big"))
+    except OSError:
+        pass
+
+
+def _salvage(path: str) -> list[tuple[Any, ...]]:
+    """Every row of ``generations`` that can still be read from a damaged file (skipping bad pages)."""
+    import shutil
+    import tempfile
+
+    rows: list[tuple[Any, ...]] = []
+    with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(path))) as tmp:
+        copy = os.path.join(tmp, "salvage.sqlite")  # the damaged file itself is kept as it is
+        shutil.copyfile(path, copy)
+        if os.path.exists(path + "-wal"):  # generations committed since the last checkpoint
+            shutil.copyfile(path + "-wal", copy + "-wal")
+        _fix_page_count(copy)
+        try:
+            conn = sqlite3.connect(f"file:{copy}?mode=ro", uri=True)
+        except sqlite3.DatabaseError:
+            return rows
+        try:
+            return _read_rows(conn)
+        finally:
+            conn.close()
+
+
+def _read_rows(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+    rows: list[tuple[Any, ...]] = []
+    last, misses = 0, 0
+    query = ("SELECT rowid, key, text, model, tokens_in, tokens_out, created FROM generations "
+             "WHERE rowid > ? ORDER BY rowid")
+    while misses < 10_000:
+        try:
+            for row in conn.execute(query, (last,)):
+                rows.append(tuple(row[1:]))
+                last, misses = row[0], 0
+            break
+        except sqlite3.DatabaseError:
+            last, misses = last + 1, misses + 1  # step over the damaged row/page
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m hf_context_synthesis.cache --rebuild PATH``: rebuild a damaged generation cache."""
+    parser = argparse.ArgumentParser(prog="python -m hf_context_synthesis.cache", description=main.__doc__)
+    parser.add_argument("--rebuild", metavar="PATH", required=True, help="The generations.sqlite file to rebuild.")
+    args = parser.parse_args(argv)
+    kept = GenerationCache.rebuild(args.rebuild)
+    print(f"rebuilt {args.rebuild}: kept {kept} generations")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -287,6 +287,10 @@ class ContextSynthesizer:
                     waiting.append(i)
                     return None
                 cached = self.cache.get(req.key)
+                if cached is None and not self.cache.claim(req.key):
+                    # another run on this cache is generating this very request: wait for its result
+                    deferred[i] = req
+                    return None
                 if cached is None:
                     key_to_seeds[req.key] = [i]
                     if attempts[i] > 0:  # a new sampling seed because the previous output was unusable
@@ -321,9 +325,10 @@ class ContextSynthesizer:
                 if req is not None:
                     yield req
 
-        queue = RequestQueue(fresh_requests())
-        start = time.perf_counter()
-        try:
+        #: seed -> request another run (another process on the same cache) has claimed and is making.
+        deferred: dict[int, GenerationRequest] = {}
+
+        async def run_stream(queue: RequestQueue) -> None:
             async for res in backend.stream(queue):
                 waiting = key_to_seeds.pop(res.key, None)
                 if waiting is None:  # pragma: no cover - a backend answering a request twice
@@ -338,6 +343,8 @@ class ContextSynthesizer:
                     report.generated += 1
                     report.tokens_in += res.tokens_in
                     report.tokens_out += res.tokens_out
+                else:
+                    self.cache.release(res.key)
                 for i in waiting:
                     if not res.ok:
                         fail(i, res.error or "unknown")  # the backend already retried transient errors
@@ -345,6 +352,39 @@ class ContextSynthesizer:
                         nxt = schedule(i)
                         if nxt is not None:
                             queue.push(nxt)
+
+        async def await_deferred() -> list[GenerationRequest]:
+            """Wait until another run's claimed requests land in the cache (or it gives them up); judge
+            them like cache hits and return the requests still to make here."""
+            todo: list[GenerationRequest] = []
+            delay = 0.05
+            while deferred and not todo:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+                found = self.cache.get_many([req.key for req in deferred.values()])
+                for i, req in list(deferred.items()):
+                    text = found.get(req.key)
+                    if text is None and self.cache.claimed_elsewhere(req.key):
+                        continue  # still being generated there
+                    del deferred[i]
+                    if text is not None:
+                        report.cached += 1
+                        with bar.from_cache():
+                            if judge(i, text):
+                                continue
+                    nxt = schedule(i)  # the next attempt, or the same request if the other run gave it up
+                    if nxt is not None:
+                        todo.append(nxt)
+            return todo
+
+        start = time.perf_counter()
+        try:
+            queue = RequestQueue(fresh_requests())
+            while True:
+                await run_stream(queue)
+                if not deferred:
+                    break
+                queue = RequestQueue(await await_deferred())
         finally:
             report.wall_time_s = time.perf_counter() - start
             bar.close()

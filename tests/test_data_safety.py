@@ -109,3 +109,102 @@ def test_disk_full_leaves_no_temporary_file_and_the_old_data(first_run: Path, sm
                                     rows_per_batch=4, datasets_cache_dir=str(tmp_path / "ds"))
     assert err.value.errno == errno.ENOSPC
     assert _files(first_run) == before  # no .tmp, no staging folder, the previous shards untouched
+
+
+# ------------------------------------------------------------------------------------------- the cache
+def _filled_cache(path: Path, n: int = 200):
+    from hf_context_synthesis.cache import GenerationCache
+
+    with GenerationCache(path) as cache:
+        for i in range(n):
+            cache.put(f"k{i}", f"Context: generation {i} " + "word " * 800, model="m")
+
+
+def test_truncated_cache_is_detected_named_and_rebuilt_keeping_what_can_be_read(tmp_path: Path):
+    from hf_context_synthesis.cache import CacheCorruptedError, GenerationCache, main
+
+    path = tmp_path / "gen" / "generations.sqlite"
+    _filled_cache(path)
+    with open(path, "r+b") as fh:
+        fh.truncate(path.stat().st_size // 2)
+    with pytest.raises(CacheCorruptedError, match="is damaged") as err:
+        GenerationCache(path)
+    assert str(path) in str(err.value) and "--rebuild" in str(err.value)
+    assert main(["--rebuild", str(path)]) == 0
+    with GenerationCache(path) as cache:
+        kept = len(cache)
+        assert 50 < kept < 200  # the first half of the rows survived the truncation
+        assert cache.get("k0").startswith("Context: generation 0 ")
+    assert list(path.parent.glob("generations.sqlite.corrupt-*"))  # the damaged file is kept aside
+
+
+def test_load_dataset_on_a_damaged_cache_says_so_before_any_request(small_seed_dir: Path, caches, tmp_path: Path):
+    import datasets
+
+    from hf_context_synthesis.cache import CacheCorruptedError
+
+    path = Path(caches["generation_cache_dir"]) / "generations.sqlite"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"SQLite format 3\x00" + b"\x10\x00" + b"garbage" * 500)
+    with FakeTGIServer(latency=0.0) as srv:
+        with pytest.raises(CacheCorruptedError, match="generations.sqlite is damaged"):
+            datasets.load_dataset("context_synthesis", seed=str(small_seed_dir), endpoint=srv.url, split="train",
+                                  **caches)
+        assert srv.stats().generation_requests == 0
+
+
+def test_disk_full_in_the_cache_is_one_clear_error(tmp_path: Path, monkeypatch):
+    import sqlite3
+
+    from hf_context_synthesis.cache import CacheWriteError, GenerationCache
+
+    class FullConnection:  # sqlite3.Connection cannot be patched: wrap it
+        def __init__(self, conn):
+            self._conn = conn
+
+        def execute(self, sql, *args):
+            if sql.startswith("INSERT"):
+                raise sqlite3.OperationalError("database or disk is full")
+            return self._conn.execute(sql, *args)
+
+        def close(self):
+            self._conn.close()
+
+    cache = GenerationCache(tmp_path / "g.sqlite")
+    cache.put("kept", "text", model="m")
+    cache._conn = FullConnection(cache._conn)
+    with pytest.raises(CacheWriteError, match="no space left on the device for the generation cache") as err:
+        cache.put("k", "text", model="m")
+    assert err.value.errno == errno.ENOSPC and isinstance(err.value, OSError)
+    cache.close()
+    assert GenerationCache(tmp_path / "g.sqlite").get("kept") == "text"
+
+
+_TWO_RUNS = """
+import sys, datasets, hf_context_synthesis
+url, seeds, root, k = sys.argv[1:5]
+ds = datasets.load_dataset("context_synthesis", seed=seeds, endpoint=url, split="train", cache_dir=root + "/ds-" + k,
+                           generation_cache_dir=root + "/gen", progress=False, num_distractors=int(k))
+print("rows", len(ds))
+"""
+
+
+def test_two_processes_on_one_cache_make_each_request_once(small_seed_dir: Path, tmp_path: Path):
+    """Two load_dataset runs (different compositions, so datasets' own lock does not serialize them)
+    share one generation cache: both finish, each seed is requested once, no "database is locked"."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "run.py"
+    script.write_text(_TWO_RUNS)
+    env = {**os.environ, "HF_DATASETS_CACHE": str(tmp_path / "hf"), "HF_HOME": str(tmp_path / "home")}
+    with FakeTGIServer(latency=0.25, capacity=4) as srv:  # ~2 s of generation each: the runs overlap
+        procs = [subprocess.Popen([sys.executable, str(script), srv.url, str(small_seed_dir), str(tmp_path), str(k)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                 for k in (2, 3)]
+        outs = [p.communicate(timeout=240) for p in procs]
+        requests = srv.stats().generation_requests
+    for proc, (out, err) in zip(procs, outs):
+        assert proc.returncode == 0, err[-2000:]
+        assert "rows 36" in out and "locked" not in err
+    assert requests == 36
