@@ -217,6 +217,11 @@ def test_offline_demo_recipe_end_to_end(tmp_path, capsys, caplog):
                  "--save_strategy", "no", "--report_to", "none", "--activation_checkpointing", "false", "-q"]) == 0
     assert len(json.loads((model_out / "trainer_state.json").read_text())["log_history"]) >= 2
     assert (model_out / "README.md").is_file() and (model_out / "training_loss.png").is_file()
+    capsys.readouterr()
+    assert main(["push-model", str(model_out), "you/model", "--dry-run"]) == 0  # no Hub is running
+    listing = capsys.readouterr().out
+    for name in ("README.md", "model.safetensors", "config.json", "training_loss.png", "trainer_state.json"):
+        assert name in listing, name
 
 
 def test_synthesis_bar_shows_tokens_per_second_and_keeps_cache_hits_out_of_the_rate(tmp_path, capfd, seed_folder, tgi):
