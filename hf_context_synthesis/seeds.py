@@ -123,20 +123,44 @@ def map_row(row: dict[str, Any], layout: str, columns: dict[str, str] | None) ->
 
 
 # ---------------------------------------------------------------------------- readers
-def _iter_file(path: str) -> Iterator[dict[str, Any]]:
+@dataclass(frozen=True)
+class _BadRow:
+    """A row that could not be read (bad bytes, bad JSON): rejected or raised by ``on_bad_row``."""
+
+    reason: str
+    message: str
+
+
+def _not_utf8(path: str, lineno: int, err: UnicodeDecodeError, line: bytes | None = None) -> _BadRow:
+    where = f" (byte {line[max(0, err.start - 8):err.end + 8]!r})" if line is not None else ""
+    return _BadRow("not valid UTF-8", f"{path}: line {lineno} is not valid UTF-8{where}; re-encode the file as UTF-8")
+
+
+def _iter_file(path: str) -> Iterator[dict[str, Any] | _BadRow]:
     ext = os.path.splitext(path)[1].lower()
     if ext == ".jsonl" or (ext == ".json" and _looks_like_jsonl(path)):
-        with open(path, encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):
+        with open(path, "rb") as fh:
+            for lineno, raw in enumerate(fh, 1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    yield _not_utf8(path, lineno, err, raw)
+                    continue
                 if not line.strip():
                     continue
                 try:
                     yield json.loads(line)
                 except json.JSONDecodeError as err:
-                    raise SeedError(f"{path}: line {lineno} is not valid JSON ({err.msg})") from None
+                    yield _BadRow("not valid JSON", f"{path}: line {lineno} is not valid JSON ({err.msg})")
     elif ext == ".json":
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
+        with open(path, "rb") as fh:
+            raw = fh.read()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            line = raw[: err.start].count(b"\n") + 1
+            raise SeedError(f"{path}: line {line} is not valid UTF-8; re-encode the file as UTF-8") from None
+        data = json.loads(text)
         if isinstance(data, dict):  # {"data": [...]} or column-oriented
             lists = [v for v in data.values() if isinstance(v, list)]
             data = lists[0] if len(lists) == 1 and all(isinstance(x, dict) for x in lists[0]) else [data]
@@ -149,14 +173,28 @@ def _iter_file(path: str) -> Iterator[dict[str, Any]]:
     elif ext == ".csv":
         import csv
 
-        with open(path, encoding="utf-8", newline="") as fh:
-            yield from csv.DictReader(fh)
+        with open(path, encoding="utf-8", errors="surrogateescape", newline="") as fh:
+            reader = csv.DictReader(fh)
+            for row in reader:
+                bad = next((v for v in row.values() if isinstance(v, str) and _has_surrogates(v)), None)
+                if bad is not None:
+                    yield _BadRow("not valid UTF-8", f"{path}: line {reader.line_num} is not valid UTF-8; re-encode the file as UTF-8")
+                else:
+                    yield row
     else:
         raise SeedError(f"{path}: unsupported seed file type {ext!r} (use {', '.join(SEED_FILE_EXTENSIONS)})")
 
 
+def _has_surrogates(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def _looks_like_jsonl(path: str) -> bool:
-    with open(path, encoding="utf-8") as fh:
+    with open(path, encoding="utf-8", errors="replace") as fh:
         head = fh.read(1).lstrip()
         if head != "{":
             return False
@@ -240,6 +278,12 @@ def load_seeds(config: Any) -> SeedLoadResult:
             layout = detect_layout(column_names)
         for index, row in enumerate(rows):
             total += 1
+            if isinstance(row, _BadRow):
+                if config.on_bad_row == "skip":
+                    rejected[row.reason] = rejected.get(row.reason, 0) + 1
+                    logger.warning("Skipping a seed row: %s", row.message)
+                    continue
+                raise SeedError(f"{row.message}. Fix the row or pass on_bad_row='skip'.")
             if not isinstance(row, dict):
                 raise SeedError(f"{source}: row {index} is not an object/record: {str(row)[:80]!r}")
             if layout is None and config.columns is None:

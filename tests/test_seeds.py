@@ -107,6 +107,44 @@ def test_bad_rows_skipped_and_counted(tmp_path):
     assert result.total_rows == 5
 
 
+@pytest.mark.parametrize("ext", ["jsonl", "csv"])
+def test_non_utf8_row_names_file_and_line_and_skip_applies(tmp_path, ext):
+    path = tmp_path / f"qa.{ext}"
+    good = [("What colour is the sky?", "blue"), ("Who wrote it?", "Ann")]
+    if ext == "jsonl":
+        lines = [json.dumps({"instruction": q, "answer": a}).encode() for q, a in good]
+        lines.insert(1, b'{"instruction": "Caf\xe9 au lait?", "answer": "latin-1 bytes"}')
+        path.write_bytes(b"\n".join(lines) + b"\n")
+        line = 2
+    else:
+        lines = [b"instruction,answer"] + [f"{q},{a}".encode() for q, a in good]
+        lines.insert(2, b"Caf\xe9 au lait?,latin-1 bytes")
+        path.write_bytes(b"\n".join(lines) + b"\n")
+        line = 3
+    with pytest.raises(SeedError) as err:
+        seeds_of(str(path))
+    msg = str(err.value)
+    assert str(path) in msg and f"line {line} is not valid UTF-8" in msg and "on_bad_row='skip'" in msg
+    result = seeds_of(str(path), on_bad_row="skip")
+    assert [e.answer for e in result.examples] == ["blue", "Ann"]
+    assert result.rejected == {"not valid UTF-8": 1} and result.total_rows == 3
+
+
+def test_non_utf8_json_file_names_the_line(tmp_path):
+    path = tmp_path / "qa.json"
+    path.write_bytes(b'[{"instruction": "a?", "answer": "b"},\n {"instruction": "Caf\xe9?", "answer": "c"}]')
+    with pytest.raises(SeedError, match=r"qa.json: line 2 is not valid UTF-8"):
+        seeds_of(str(path))
+
+
+def test_invalid_json_line_is_a_bad_row(tmp_path):
+    path = tmp_path / "qa.jsonl"
+    path.write_text('{"instruction": "a?", "answer": "b"}\n{"instruction": oops}\n')
+    with pytest.raises(SeedError, match="line 2 is not valid JSON"):
+        seeds_of(str(path))
+    assert seeds_of(str(path), on_bad_row="skip").rejected == {"not valid JSON": 1}
+
+
 def test_unknown_layout_and_missing_path(tmp_path):
     with pytest.raises(SeedError, match="columns="):
         seeds_of(datasets.Dataset.from_list([{"foo": "a", "bar": "b"}]))
