@@ -107,7 +107,8 @@ def synthesize_rows(
     if not result.context_keys:
         raise SynthesisError(
             f"No context could be synthesized: {result.report.failed} of {result.report.requested} seeds failed "
-            f"(reasons: {result.report.failure_reasons}). Finished generations stay cached; fix the cause and rerun."
+            f"(reasons: {result.report.failure_reasons}; first: {next(iter(result.report.failed_seeds.values()), '')}). "
+            "Finished generations stay cached; fix the cause and rerun."
         )
     tokenizer = load_tokenizer(config, backend)
     return _rows(result, config, tokenizer), result.report

@@ -130,7 +130,8 @@ def server_error_message(body: bytes | str | None, content_type: str = "", limit
 _NORMALIZERS = (
     (re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"), "<id>"),
     (re.compile(r"\b[0-9a-fA-F]{12,}\b"), "<id>"),
-    (re.compile(r"\d+(?:\.\d+)?"), "<n>"),
+    # numbers standing alone (not inside a path, a name or an identifier such as "pytest-59")
+    (re.compile(r"(?<![\w/.-])\d+(?:\.\d+)?(?!/)"), "<n>"),
 )
 
 

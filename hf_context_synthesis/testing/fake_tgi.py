@@ -62,6 +62,7 @@ logger = logging.getLogger(__name__)
 #: * ``empty``: an empty generation.
 #: * ``refusal``: the generation is :data:`REFUSAL_TEXT`.
 #: * ``no_prefix``: a normal generation without the leading ``"Context: "``.
+#: * ``huge``: a 200 response streaming ``huge_bytes`` bytes (chunked, no ``Content-Length``).
 FAULT_KINDS: tuple[str, ...] = (
     "http_503",
     "http_429",
@@ -74,7 +75,13 @@ FAULT_KINDS: tuple[str, ...] = (
     "empty",
     "refusal",
     "no_prefix",
+    "huge",
 )
+
+#: Error body styles of :class:`FakeTGIServer` (``error_style``): TGI ``{"error", "error_type"}``,
+#: OpenAI ``{"error": {"message", "type"}}``, FastAPI ``{"detail"}`` (transformers serve, vLLM) and
+#: plain text.
+ERROR_STYLES: tuple[str, ...] = ("tgi", "openai", "fastapi", "text")
 
 REFUSAL_TEXT = "I'm sorry, but I can't help with that."
 CONTEXT_PREFIX = "Context: "
@@ -208,6 +215,12 @@ class FakeTGIServer:
         required_authorization: If set, every request must carry exactly this ``Authorization``
             header value (e.g. ``"Bearer hf_xxx"``), else it gets ``401`` (counted as fault
             ``"unauthorized"``), like a protected Inference Endpoint.
+        protocol: ``"tgi"`` (all routes) or ``"openai"`` (only ``/v1/chat/completions``,
+            ``/v1/models`` and ``/health``, like ``transformers serve`` or vLLM: no ``/info``, no ``/``).
+        served_models: Model ids listed by ``GET /v1/models`` (default: ``[model_id]``).
+        error_style: How error bodies are written, one of :data:`ERROR_STYLES`.
+        huge_bytes: Body size of the ``huge`` fault.
+        max_input_tokens / max_total_tokens: The context window ``/info`` reports.
         echo_authorization: Like some careless servers, write the ``Authorization`` header it got
             into the ``401`` error message (to test that credentials are redacted everywhere).
         port: Port to bind (``0``: any free port; kept across outages).
@@ -231,7 +244,23 @@ class FakeTGIServer:
         required_authorization: str | None = None,
         echo_authorization: bool = False,
         port: int = 0,
+        protocol: str = "tgi",
+        served_models: Sequence[str] | None = None,
+        error_style: str = "tgi",
+        huge_bytes: int = 60 * 1024 * 1024,
+        max_input_tokens: int = 32768,
+        max_total_tokens: int = 65536,
     ) -> None:
+        if protocol not in ("tgi", "openai"):
+            raise ValueError(f"protocol must be 'tgi' or 'openai', got {protocol!r}")
+        if error_style not in ERROR_STYLES:
+            raise ValueError(f"error_style must be one of {ERROR_STYLES}, got {error_style!r}")
+        self.protocol = protocol
+        self.served_models = list(served_models) if served_models is not None else [model_id]
+        self.error_style = error_style
+        self.huge_bytes = int(huge_bytes)
+        self.max_input_tokens = int(max_input_tokens)
+        self.max_total_tokens = int(max_total_tokens)
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
         if latency < 0:
@@ -328,10 +357,12 @@ class FakeTGIServer:
         self._slots = asyncio.Semaphore(self.capacity)
         self._stopping = asyncio.Event()
         app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_post("/", self._handle_generate)
-        app.router.add_post("/generate", self._handle_generate)
+        if self.protocol == "tgi":
+            app.router.add_post("/", self._handle_generate)
+            app.router.add_post("/generate", self._handle_generate)
+            app.router.add_get("/info", self._handle_info)
         app.router.add_post("/v1/chat/completions", self._handle_chat)
-        app.router.add_get("/info", self._handle_info)
+        app.router.add_get("/v1/models", self._handle_models)
         app.router.add_get("/health", self._handle_health)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
@@ -569,8 +600,8 @@ class FakeTGIServer:
                 "max_concurrent_requests": self.max_concurrent_requests,
                 "max_best_of": 2,
                 "max_stop_sequences": 4,
-                "max_input_tokens": 32768,
-                "max_total_tokens": 65536,
+                "max_input_tokens": self.max_input_tokens,
+                "max_total_tokens": self.max_total_tokens,
                 "validation_workers": 2,
                 "max_client_batch_size": 4,
                 "router": "text-generation-router",
@@ -581,6 +612,24 @@ class FakeTGIServer:
                 "fake_latency": self.latency,
             }
         )
+
+    def _error(self, status: int, message: str, error_type: str) -> web.Response:
+        """An error response in this server's :data:`ERROR_STYLES` style."""
+        if self.error_style == "openai":
+            payload = {"error": {"message": message, "type": error_type, "param": None, "code": status}}
+            return web.json_response(payload, status=status)
+        if self.error_style == "fastapi":
+            return web.json_response({"detail": message}, status=status)
+        if self.error_style == "text":
+            return web.Response(status=status, text=message, content_type="text/plain")
+        return _error(status, message, error_type)
+
+    async def _handle_models(self, request: web.Request) -> web.Response:
+        denied = self._count_request(request)
+        if denied is not None:
+            return denied
+        data = [{"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in self.served_models]
+        return web.json_response({"object": "list", "data": data})
 
     async def _handle_health(self, request: web.Request) -> web.Response:
         denied = self._count_request(request)
@@ -602,8 +651,15 @@ class FakeTGIServer:
             body = await request.json()
             prompt = _parse_prompt(body, route)
         except (ValueError, TypeError, KeyError) as exc:
-            return _error(422, f"Input validation error: {exc}", "validation")
+            return self._error(422, f"Input validation error: {exc}", "validation")
 
+        if self.protocol == "openai" and route == "chat":
+            asked = body.get("model")
+            if asked not in self.served_models:  # like transformers serve / vLLM: the name must be right
+                if len(self.served_models) == 1:
+                    return self._error(400, f"Server is pinned to '{self.served_models[0]}'; requested '{asked}'.",
+                                       "invalid_request_error")
+                return self._error(404, f"The model `{asked}` does not exist.", "invalid_request_error")
         key = prompt_key(prompt.prompt)
         with self._lock:
             self._per_prompt[key] += 1
@@ -615,20 +671,20 @@ class FakeTGIServer:
                 self._fault_counts["overloaded"] += 1
         try:
             if overloaded:
-                return _error(429, "Model is overloaded", "overloaded")
+                return self._error(429, "Model is overloaded", "overloaded")
             fault = self._pick_fault(key, nth)
             if fault in ("http_503", "http_429"):
-                response = _error(int(fault[5:]), "Model is overloaded", "overloaded")
+                response = self._error(int(fault[5:]), "Model is overloaded", "overloaded")
                 if self.retry_after is not None:
                     value = self.retry_after
                     response.headers["Retry-After"] = str(int(value)) if float(value).is_integer() else str(value)
                 return response
             if fault == "http_500":
-                return _error(500, "Request failed during generation: fake internal error", "generation")
+                return self._error(500, "Request failed during generation: fake internal error", "generation")
             if fault == "http_422":
-                return _error(422, "Input validation error: fake invalid request", "validation")
+                return self._error(422, "Input validation error: fake invalid request", "validation")
             if fault == "http_401":
-                return _error(401, self._unauthorized_message(request), "authentication")
+                return self._error(401, self._unauthorized_message(request), "authentication")
             if fault == "timeout":
                 await self._sleep_unless_stopping(self.hang_seconds)
                 fault = None  # answer normally if the client is still there
@@ -644,6 +700,8 @@ class FakeTGIServer:
                     with self._lock:
                         self._active -= 1
 
+            if fault == "huge":
+                return await self._stream_huge(request)
             if fault == "garbage":
                 return web.Response(
                     status=200, body=b"<html><body>502 upstream garbage", content_type="application/json"
@@ -661,6 +719,25 @@ class FakeTGIServer:
         finally:
             with self._lock:
                 self._in_flight -= 1
+
+    async def _stream_huge(self, request: web.Request) -> web.StreamResponse:
+        """The ``huge`` fault: a JSON-looking body of ``huge_bytes`` bytes, chunked."""
+        response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+        response.enable_chunked_encoding()
+        chunk = b"x" * (1 << 20)
+        try:
+            await response.prepare(request)
+            await response.write(b'{"generated_text": "')
+            sent = 0
+            while sent < self.huge_bytes:
+                piece = chunk[: self.huge_bytes - sent]
+                await response.write(piece)
+                sent += len(piece)
+            await response.write(b'"}')
+            await response.write_eof()
+        except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+            pass  # the client gave up on the body, as it should
+        return response
 
     async def _sleep_unless_stopping(self, seconds: float) -> None:
         if seconds <= 0:
