@@ -236,6 +236,11 @@ class SynthesisConfig:
             raise ValueError(f"num_distractors must be >= 0, got {self.num_distractors}")
         if self.target_tokens is not None and self.target_tokens < 1:
             raise ValueError(f"target_tokens must be a positive number of tokens, got {self.target_tokens}")
+        if self.prompt_template is not None:
+            from .prompts import INSTRUCTION_TEMPLATE_VARIABLES, SYNTHESIS_TEMPLATE_VARIABLES, validate_prompt_template
+
+            variables = INSTRUCTION_TEMPLATE_VARIABLES if self.mode == "instruction_synthesis" else SYNTHESIS_TEMPLATE_VARIABLES
+            validate_prompt_template(self.prompt_template, variables)
         if self.task_templates:
             from .task_templates import validate_template
 

@@ -37,6 +37,53 @@ def _compile(template: str) -> jinja2.Template:
     return env.from_string(template)
 
 
+#: Variables a synthesis ``prompt_template`` receives (sample values for the dry render).
+SYNTHESIS_TEMPLATE_VARIABLES = {
+    "instruction": "What is the name of the miller?",
+    "answer": "Anna",
+    "task": "hotpotqa",
+    "context_words": 2000,
+}
+#: Variables an ``instruction_synthesis`` ``prompt_template`` receives.
+INSTRUCTION_TEMPLATE_VARIABLES = {"chunk": "The mill stood by the river.", "task": "hotpotqa"}
+
+
+class PromptTemplateError(ValueError):
+    """``prompt_template`` does not compile or does not render (the message names it and the cause)."""
+
+
+def validate_prompt_template(template: str, variables: dict[str, object] | None = None, name: str = "prompt_template") -> None:
+    """Compile ``template`` and render it once with sample ``variables`` (default: the synthesis
+    prompt's), raising :class:`PromptTemplateError` naming ``name``, the line and the cause on a syntax
+    error, a variable the template uses but does not receive, or a failing render."""
+    from jinja2 import meta
+
+    variables = SYNTHESIS_TEMPLATE_VARIABLES if variables is None else variables
+    available = ", ".join(sorted(variables))
+    if not isinstance(template, str):
+        raise PromptTemplateError(f"{name} must be a jinja2 template string, got {type(template).__name__}")
+    try:
+        compiled = _compile(template)
+        undeclared = meta.find_undeclared_variables(compiled.environment.parse(template))
+    except jinja2.TemplateSyntaxError as err:
+        lines = template.splitlines()
+        where = f": {lines[err.lineno - 1].strip()!r}" if err.lineno and 0 < err.lineno <= len(lines) else ""
+        raise PromptTemplateError(
+            f"{name} is not a valid jinja2 template: {err.message} (line {err.lineno}{where})"
+        ) from None
+    unknown = sorted(set(undeclared) - set(variables))
+    if unknown:
+        raise PromptTemplateError(
+            f"{name} uses undefined variable(s) {', '.join(unknown)}; it receives {available}"
+        )
+    try:
+        compiled.render(**variables)
+    except jinja2.UndefinedError as err:
+        raise PromptTemplateError(f"{name} cannot be rendered: {err.message}; it receives {available}") from None
+    except Exception as err:  # noqa: BLE001 - any failure of the user's template, named
+        raise PromptTemplateError(f"{name} cannot be rendered: {type(err).__name__}: {err}") from None
+
+
 def render_synthesis_messages(
     instruction: str,
     answer: str,

@@ -141,3 +141,31 @@ def test_same_dataset_whatever_the_completion_order(small_seed_dir, tmp_path):
             caches = {"cache_dir": str(tmp_path / f"c{conc}"), "generation_cache_dir": str(tmp_path / f"g{conc}")}
             rows.append(load(small_seed_dir, caches, endpoint=srv.url, max_concurrency=conc).to_list())
     assert rows[0] == rows[1]
+
+
+@pytest.mark.parametrize(
+    ("template", "expected"),
+    [
+        ("Question: {{ instruction }\nAnswer: {{ answer }}", r"prompt_template is not a valid jinja2 template: .*line 1"),
+        ("Question: {{ question }}\nAnswer: {{ answer }}", r"prompt_template uses undefined variable\(s\) question"),
+        ("{{ answer | no_such_filter }}", r"prompt_template is not a valid jinja2 template: No filter named"),
+    ],
+)
+def test_bad_prompt_template_is_refused_at_config_time_naming_it(small_seed_dir, caches, template, expected):
+    from hf_context_synthesis.prompts import PromptTemplateError
+
+    with pytest.raises(PromptTemplateError, match=expected):
+        SynthesisConfig(seed=str(small_seed_dir), prompt_template=template)
+    with pytest.raises(PromptTemplateError, match=expected):  # before any request or cache is touched
+        load(small_seed_dir, caches, endpoint="http://127.0.0.1:9", prompt_template=template)
+    assert not os.path.exists(caches["generation_cache_dir"])
+
+
+def test_bad_prompt_template_is_one_cli_error_line(small_seed_dir, tmp_path, capsys):
+    from hf_context_synthesis.cli import main
+
+    code = main(["synthesize", "--seed", str(small_seed_dir), "--endpoint", "http://127.0.0.1:9", "--output",
+                 str(tmp_path / "out"), "--prompt-template", "Q: {{ instruction }"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: prompt_template is not a valid jinja2 template")
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
