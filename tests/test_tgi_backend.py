@@ -10,7 +10,7 @@ import traceback
 
 import pytest
 
-from hf_context_synthesis.backends.errors import EndpointUnreachableError
+from hf_context_synthesis.backends.errors import EndpointUnreachableError, ModelDiscoveryError
 from hf_context_synthesis.backends.base import GenerationRequest, run_requests
 from hf_context_synthesis.backends.retry import RetryPolicy, parse_retry_after
 from hf_context_synthesis.backends.tgi import (
@@ -390,3 +390,107 @@ def test_sanitize_url_and_retry_helpers():
     assert RetryPolicy(retry_after_max=2.0, jitter=False).delay(1, retry_after=60.0) == 2.0
     with pytest.raises(ValueError):
         RetryPolicy(max_retries=-1)
+
+
+# ---------------------------------------------------------------- real-server behaviour (issue 9)
+
+
+def test_openai_server_model_is_discovered_from_v1_models():
+    with FakeTGIServer(protocol="openai", model_id="org/only") as srv:
+        b = backend(srv)
+        result, _ = one(b, req(0))
+        stats = srv.stats()
+    assert result.ok and b._model_id == "org/only"
+    # no /info on this server (404): /v1/models named the model; the one chat request carried it
+    assert stats.per_route == {"GET /info": 1, "GET /v1/models": 1, "POST /v1/chat/completions": 1}
+
+
+def test_several_served_models_need_generator_model():
+    with FakeTGIServer(protocol="openai", served_models=["org/a", "org/b"]) as srv:
+        with pytest.raises(ModelDiscoveryError, match="org/a, org/b.*generator_model"):
+            asyncio.run(backend(srv).model_id())
+        result, _ = one(backend(srv), req(0))
+        chosen, _ = one(backend(srv, model="org/b"), req(1))
+        stats = srv.stats()
+    assert not result.ok and result.attempts == 1 and "org/a, org/b" in result.error
+    assert chosen.ok
+    assert stats.per_route["POST /v1/chat/completions"] == 1  # no request with a made-up name
+
+
+@pytest.mark.parametrize("style", ["tgi", "openai", "fastapi", "text"])
+def test_error_bodies_are_shown_as_the_server_wrote_them(style):
+    with FakeTGIServer(error_style=style, faults={"http_422": 1}) as srv:
+        result, _ = one(backend(srv), req(0))
+    assert not result.ok and result.attempts == 1  # 422 is not retried
+    assert result.error == "HTTP 422: Input validation error: fake invalid request"
+
+
+def test_wrong_model_name_is_rejected_with_the_server_s_words_not_retried():
+    with FakeTGIServer(protocol="openai", model_id="org/only", error_style="fastapi") as srv:
+        result, _ = one(backend(srv, model="tgi"), req(0))
+    assert not result.ok and result.attempts == 1
+    assert result.error == "HTTP 400: Server is pinned to 'org/only'; requested 'tgi'."
+
+
+def test_non_retryable_statuses():
+    from hf_context_synthesis.backends.retry import is_retryable_status
+
+    assert not any(is_retryable_status(s) for s in (400, 401, 403, 404, 413, 422))
+    assert all(is_retryable_status(s) for s in (408, 429, 500, 502, 503, 504))
+
+
+def test_text_api_against_an_openai_server_stops_at_the_first_failure():
+    from hf_context_synthesis.backends.errors import EndpointRouteError
+    from hf_context_synthesis.testing.tiny_model import make_tiny_tokenizer
+
+    with FakeTGIServer(protocol="openai", error_style="fastapi") as srv:
+        b = backend(srv, api="text", tokenizer=make_tiny_tokenizer(), max_concurrency=1)
+        with pytest.raises(EndpointRouteError, match="api='chat'") as info:
+            run_requests(b, [req(i) for i in range(20)])
+        stats = srv.stats()
+    assert stats.total_requests == 1 and "no POST /" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_huge_body_fails_its_request_quickly_without_retry():
+    with FakeTGIServer(faults={"huge": 1}, huge_bytes=50 * 1024 * 1024) as srv:
+        b = backend(srv)  # default max_response_bytes: 16 MiB
+        result, elapsed = one(b, req(0))
+        small = backend(srv, max_response_bytes=4096)
+        normal, _ = one(small, req(1))  # an ordinary answer fits a small cap
+    assert not result.ok and result.attempts == 1 and "max_response_bytes" in result.error
+    assert elapsed < 20
+    assert normal.ok
+
+
+def test_an_attempt_is_bounded_in_total_time():
+    with FakeTGIServer(faults={"timeout": 1}, hang_seconds=5.0) as srv:
+        result, elapsed = one(backend(srv, timeout=0.5, max_retries=0), req(0))
+    assert not result.ok and "timeout" in result.error and elapsed < 3
+
+
+def test_endpoint_must_have_a_scheme_and_a_host_and_never_echoes_a_password():
+    from hf_context_synthesis import SynthesisConfig
+
+    for bad in ("http://", "https://", "localhost:8080", "http://:8080"):
+        with pytest.raises(ValueError, match="endpoint"):
+            SynthesisConfig(endpoint=bad)
+        with pytest.raises(ValueError, match="endpoint"):
+            TGIBackendConfig(endpoint=bad)
+    with pytest.raises(ValueError) as info:
+        SynthesisConfig(endpoint="alice:pa55w0rd@tgi.example:8080")
+    assert "pa55w0rd" not in str(info.value) and "tgi.example:8080" in str(info.value)
+    with pytest.raises(ValueError, match="endpoint"):
+        SynthesisConfig(endpoint=["http://ok:1", "http://"])
+
+
+def test_failure_keys_group_varying_messages():
+    from hf_context_synthesis.backends.errors import failure_key, server_error_message
+
+    reasons = {failure_key(f"HTTP 422: Input validation error: inputs must have less than 4096 tokens. Given: {n} "
+                           f"(after {1 + n % 3} attempts)") for n in range(5000, 6000)}
+    assert reasons == {"HTTP 422: Input validation error: inputs must have less than <n> tokens. Given: <n>"}
+    assert failure_key("HTTP 400: Server is pinned to '/m/v2-1'.") == "HTTP 400: Server is pinned to '/m/v2-1'."
+    long = server_error_message("x " * 5000)
+    assert len(long) <= 1000 and "\n" not in server_error_message('{"detail": "a\\nb"}')
+    assert server_error_message('{"detail": [{"loc": ["body", "messages"], "msg": "field required"}]}') == (
+        "messages: field required")

@@ -374,10 +374,15 @@ class TGIBackend(GenerationBackend):
         Raises :class:`ModelDiscoveryError` when ``/v1/models`` lists several models (naming them) or
         the server reports none, and :class:`EndpointUnreachableError` when it cannot be reached.
         """
-        probe = await self.probe(health=False)
+        # /info first (TGI); /v1/models only when it names no model (OpenAI-compatible servers)
+        probe = await self.probe(health=False, routes=("/info",))
         model = probe.info.get("model_id") if isinstance(probe.info, dict) else None
         if isinstance(model, str) and model:
             return model
+        if probe.status("/info") not in (401, 403):
+            more = await self.probe(health=False, routes=("/v1/models",))
+            probe.answers.update(more.answers)
+            probe.models = more.models
         if probe.models is not None:
             if len(probe.models) == 1:
                 return probe.models[0]
@@ -398,13 +403,15 @@ class TGIBackend(GenerationBackend):
             f"cannot tell which model {self.safe_endpoint} serves ({probe.describe()}); set generator_model"
         )
 
-    async def probe(self, *, health: bool = True, timeout: float | None = None) -> "EndpointProbe":
+    async def probe(
+        self, *, health: bool = True, timeout: float | None = None, routes: tuple[str, ...] = ("/info", "/v1/models")
+    ) -> "EndpointProbe":
         """One look at the server: ``GET /health`` (optional), ``/info`` and ``/v1/models``, at once.
 
         Each GET is one attempt bounded by ``timeout`` (default: ``min(config.timeout, PROBE_TIMEOUT)``).
         """
         limit = timeout or min(self.config.timeout or PROBE_TIMEOUT, PROBE_TIMEOUT)
-        routes = (["/health"] if health else []) + ["/info", "/v1/models"]
+        routes = (["/health"] if health else []) + list(routes)
         answers = await asyncio.gather(*(self._probe_get(r, limit) for r in routes))
         result = EndpointProbe(endpoint=self.safe_endpoint, answers=dict(zip(routes, answers)))
         info = result.json("/info")

@@ -356,7 +356,7 @@ class FakeTGIServer:
     async def _astart(self) -> None:
         self._slots = asyncio.Semaphore(self.capacity)
         self._stopping = asyncio.Event()
-        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[self._unrouted])
         if self.protocol == "tgi":
             app.router.add_post("/", self._handle_generate)
             app.router.add_post("/generate", self._handle_generate)
@@ -612,6 +612,17 @@ class FakeTGIServer:
                 "fake_latency": self.latency,
             }
         )
+
+    @web.middleware
+    async def _unrouted(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """Requests to routes this server lacks are counted too, and answered in its error style."""
+        try:
+            return await handler(request)
+        except (web.HTTPNotFound, web.HTTPMethodNotAllowed) as exc:
+            with self._lock:
+                self._total += 1
+                self._per_route[f"{request.method} {request.path}"] += 1
+            return self._error(exc.status, exc.reason, "not_found")
 
     def _error(self, status: int, message: str, error_type: str) -> web.Response:
         """An error response in this server's :data:`ERROR_STYLES` style."""
