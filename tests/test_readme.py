@@ -153,3 +153,31 @@ def test_setup_command_2_is_what_ci_runs():
     assert len(ci) == 1
     assert ci[0].replace("pip install -q ", "pip install ") == block.group("cmd").strip()
     assert len(re.findall(r"```bash\n# [12]\. ", text)) == 2  # exactly two set-up commands
+
+
+def test_every_readme_command_line_parses():
+    """Every `context-synthesis ...` command in the README's bash blocks uses real subcommands and flags
+    (parsed, not run; lines with `...` elisions and what follows a `#` are left out)."""
+    import shlex
+
+    from hf_context_synthesis.cli import build_parser
+
+    text = README.read_text(encoding="utf-8")
+    commands = []
+    for block in re.findall(r"^```bash\n(.*?)^```", text, flags=re.S | re.M):
+        for line in block.splitlines():
+            line = line.split(" #", 1)[0].strip()
+            if "context-synthesis " in line or line == "context-synthesis":
+                commands.append(line[line.index("context-synthesis"):])
+    assert len(commands) >= 8
+    parsed = 0
+    for command in commands:
+        argv = shlex.split(command)[1:]
+        if "..." in argv:
+            continue
+        parser = build_parser(only=argv[0])
+        args, extras = parser.parse_known_args(argv)
+        assert extras == [], f"{command}: unknown {extras}"
+        assert args.command == argv[0]
+        parsed += 1
+    assert parsed >= 8
