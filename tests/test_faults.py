@@ -89,6 +89,9 @@ def test_bad_generations_are_retried_with_a_new_seed_then_recorded(kind, reason,
         stats = srv.stats()
     failed = check_accounting(rows, report, fault_seeds)
     assert report.filter_reasons == {reason: stats.faults[kind]} and report.filtered == stats.faults[kind]
+    # units: every request after a seed's first is a regeneration, and `retried` counts them
+    assert report.requests == stats.generation_requests and report.regenerated == report.requests - N_SEEDS > 0
+    assert report.retried == report.transport_retries + report.regenerated and report.transport_retries == 0
     assert all(r == reason for r in report.failed_seeds.values())
     # the failed seeds are exactly those whose every attempt was bad: asked max_generation_attempts times
     exhausted = sum(1 for n in stats.per_prompt.values() if n == config.max_generation_attempts)
@@ -156,3 +159,102 @@ def test_mixed_faults_through_load_dataset(fault_seeds, tmp_path):
     assert report["synthesized"] + report["failed"] + report["rejected_rows"] == report["seeds"] == N_SEEDS
     assert report["filter_reasons"].get("refusal", 0) == stats.faults.get("refusal", 0)
     assert report["filter_reasons"].get("missing_context_marker", 0) == stats.faults.get("no_prefix", 0)
+
+
+# ---------------------------------------------------------------- preflight and fail-fast (issue 9)
+
+
+def _config(seeds: Path, endpoint, tmp_path: Path, **overrides) -> SynthesisConfig:
+    overrides.setdefault("generation_cache_dir", str(tmp_path / "gen"))
+    return SynthesisConfig(seed=str(seeds), endpoint=endpoint, num_distractors=2, progress=False, **overrides)
+
+
+def test_unreachable_endpoint_stops_at_once_naming_the_url(fault_seeds, tmp_path, capsys):
+    from hf_context_synthesis.backends.errors import EndpointUnreachableError
+    from hf_context_synthesis.cli import main
+
+    with FakeTGIServer() as srv:
+        url = srv.url  # closed when the block ends: nothing listens there any more
+    t0 = time.perf_counter()
+    with pytest.raises(EndpointUnreachableError, match=url):  # the preflight, before any request
+        synthesize_rows(_config(fault_seeds, url, tmp_path, generator_model="org/m"), datasets_cache_dir=str(tmp_path))
+    with pytest.raises(EndpointUnreachableError, match=url):  # discovery for the cache id
+        datasets.load_dataset("context_synthesis", seed=str(fault_seeds), endpoint=url, cache_dir=str(tmp_path / "ds"))
+    rc = main(["synthesize", "--seed", str(fault_seeds), "--endpoint", url, "--output", str(tmp_path / "out"),
+               "--generation-cache-dir", str(tmp_path / "gen"), "--progress", "false"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert time.perf_counter() - t0 < 30
+    assert rc == 1 and err[-1].startswith("error: cannot reach the generation endpoint " + url)
+
+
+def test_one_endpoint_is_a_fleet_of_one_whose_breaker_ends_a_dead_run(fault_seeds, tmp_path):
+    from hf_context_synthesis.backends import FleetBackend, NoHealthyEndpointError, make_backend
+
+    built = make_backend(_config(fault_seeds, "http://127.0.0.1:9", tmp_path))
+    assert isinstance(built, FleetBackend) and len(built.members) == 1 and built.no_healthy_timeout <= 60
+    with FakeTGIServer(latency=0.05, capacity=1) as srv:
+        member = TGIBackend(TGIBackendConfig(endpoint=srv.url, max_concurrency=1, timeout=1.0, backoff_base=0.01,
+                                             backoff_max=0.05, max_retries=50))
+        fleet = FleetBackend([member], failure_threshold=2, cooldown=0.1, max_cooldown=0.2, no_healthy_timeout=1.0)
+
+        def die_once_running() -> None:
+            deadline = time.monotonic() + 30
+            while srv.stats().completed < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            srv.outage(600)
+
+        killer = threading.Thread(target=die_once_running)
+        killer.start()
+        t0 = time.perf_counter()
+        try:
+            with pytest.raises(NoHealthyEndpointError, match=srv.url):
+                synthesize_rows(_config(fault_seeds, srv.url, tmp_path), backend=fleet,
+                                cache=GenerationCache(str(tmp_path / "g.sqlite")))
+        finally:
+            killer.join()
+            srv.end_outage()
+    assert time.perf_counter() - t0 < 15  # not max_retries x backoff per seed
+
+
+def test_context_window_caps_max_new_tokens_or_refuses(fault_seeds, tmp_path, caplog):
+    from hf_context_synthesis.preflight import PreflightResult  # noqa: F401 - public
+
+    asked = []
+
+    def responder(prompt):
+        asked.append(prompt.max_new_tokens)
+        return "Context: " + "word " * 150 + prompt.prompt
+
+    with FakeTGIServer(responder=responder, max_total_tokens=3000) as srv:
+        rows, report, _ = run_pipeline(srv, fault_seeds, tmp_path, max_new_tokens=4096)
+    assert report.failed == 0 and asked and max(asked) < 3000 and len(set(asked)) == 1
+    assert "capping max_new_tokens" in caplog.text and "max_total_tokens=3000" in caplog.text
+    with FakeTGIServer(max_input_tokens=20) as srv:
+        with pytest.raises(ValueError, match=r"longest prompt \(seed .*max_input_tokens=20"):
+            run_pipeline(srv, fault_seeds, tmp_path)
+        assert srv.stats().generation_requests == 0
+
+
+def test_unwritable_output_folder_is_refused_before_any_request(fault_seeds, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    with FakeTGIServer() as srv:
+        with pytest.raises(PermissionError, match="not writable"):
+            synthesize_rows(_config(fault_seeds, srv.url, tmp_path), output_dir=str(blocker / "out"),
+                            datasets_cache_dir=str(tmp_path))
+        assert srv.stats().generation_requests == 0
+
+
+def test_a_thousand_alike_failures_are_one_reason_and_counts_are_named(fault_seeds, tmp_path, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO)
+    with FakeTGIServer(latency=0.0, capacity=4, faults={"http_422": 8}, error_style="openai") as srv:
+        rows, report, _ = run_pipeline(srv, fault_seeds, tmp_path)
+    assert report.failure_reasons == {"HTTP 422: Input validation error: fake invalid request": 8}
+    assert set(report.failed_seeds.values()) == {"HTTP 422: Input validation error: fake invalid request"}
+    stage = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Context synthesis:")]
+    assert stage and "examples" not in stage[0]  # the generation phase does not know the examples yet
+    assert "seeds: 16 read" in stage[0] and "requests:" in stage[0] and "attempts:" in stage[0]
+    words = [r for r in caplog.records if "counts whitespace-separated words" in r.getMessage()]
+    assert len(words) == 1  # no tokenizer: num_tokens counts words, said once
