@@ -225,8 +225,11 @@ def test_offline_demo_recipe_end_to_end(tmp_path, capsys, caplog):
 
 
 def test_synthesis_bar_shows_tokens_per_second_and_keeps_cache_hits_out_of_the_rate(tmp_path, capfd, seed_folder, tgi):
+    from datasets.utils.logging import enable_progress_bars
+
     from hf_context_synthesis.progress import RequestProgress
 
+    enable_progress_bars()  # the bars follow datasets' switch: make sure it is on
     args = ["synthesize", "--seed", str(seed_folder), "--endpoint", tgi.url, "--output", str(tmp_path / "d"),
             "--generation-cache-dir", str(tmp_path / "c"), "--num-distractors", "1", "-q"]
     assert main(args) == 0
@@ -244,8 +247,11 @@ def test_synthesis_bar_shows_tokens_per_second_and_keeps_cache_hits_out_of_the_r
 
 
 def test_evaluation_and_context_dependence_have_progress_bars(tmp_path, capfd, tiny_model_dir):
+    from datasets.utils.logging import enable_progress_bars
+
     from hf_context_synthesis.context_dependence import context_dependence_scores
 
+    enable_progress_bars()
     data = tmp_path / "longbench"
     data.mkdir()
     row = {"input": "Which river?", "context": "The mill stands by the Wendle. " * 5, "answers": ["the Wendle"],
