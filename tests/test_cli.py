@@ -225,7 +225,7 @@ def test_offline_demo_recipe_end_to_end(tmp_path, capsys, caplog):
 
 
 def test_synthesis_bar_shows_tokens_per_second_and_keeps_cache_hits_out_of_the_rate(tmp_path, capfd, seed_folder, tgi):
-    from datasets.utils.logging import enable_progress_bars
+    from datasets import enable_progress_bars
 
     from hf_context_synthesis.progress import RequestProgress
 
@@ -247,7 +247,7 @@ def test_synthesis_bar_shows_tokens_per_second_and_keeps_cache_hits_out_of_the_r
 
 
 def test_evaluation_and_context_dependence_have_progress_bars(tmp_path, capfd, tiny_model_dir):
-    from datasets.utils.logging import enable_progress_bars
+    from datasets import enable_progress_bars
 
     from hf_context_synthesis.context_dependence import context_dependence_scores
 
