@@ -222,3 +222,24 @@ def test_429_is_busy_not_broken_and_adaptive_members_share_the_load():
         assert fleet.members[0].limiter.stats().overloads > 0
         assert 1 <= fleet.members[0].concurrency_limit <= 16
         assert st[busy.url].successes > 0 and st[calm.url].successes > st[busy.url].successes
+
+
+def test_swapping_a_fleet_member_or_the_url_spelling_reuses_every_generation(small_seed_dir, tmp_path):
+    """Generation cache keys name the served model, never an endpoint URL."""
+    from hf_context_synthesis.pipeline import synthesize_rows
+
+    def run(endpoint):
+        config = SynthesisConfig(seed=str(small_seed_dir), endpoint=endpoint, progress=False, num_distractors=2,
+                                 generation_cache_dir=str(tmp_path / "gens"))
+        rows, report = synthesize_rows(config, datasets_cache_dir=str(tmp_path / "ds"))
+        return [r["relevant_context"] for r in rows], report
+
+    with servers({}, {}, {}) as stack:
+        a, b, c = stack.servers
+        first, r1 = run([a.url, b.url])
+        assert r1.generated == len(first) > 0 and r1.cached == 0
+        swapped, r2 = run([a.url.replace("127.0.0.1", "localhost") + "/", c.url])  # one member replaced
+        single, r3 = run(b.url)
+        assert sum(s.stats().generation_requests for s in (a, b, c)) == r1.generated  # nothing asked again
+    assert r2.generated == r3.generated == 0 and r2.cached == r3.cached == r1.generated
+    assert swapped == single == first
