@@ -24,7 +24,9 @@ def write_dataset_card(directory: str | os.PathLike[str], *, repo_id: str | None
     """Write ``README.md`` (the dataset card) and ``length_histogram.png`` into a folder written by
     :func:`~hf_context_synthesis.output.synthesize_to_directory`; returns the card's path.
 
-    ``repo_id`` (default: the folder name) is only used in the card's title and usage snippet.
+    ``repo_id`` (default: the folder's path, which ``load_dataset`` reads through the card's ``configs``)
+    is used in the card's usage snippet; the title defaults to the folder name (with its parent's name
+    for a recipe's ``dataset/`` folder).
     """
     from .cards import dataset_statistics, render_dataset_card
     from .hub import _Columns, _parquet_columns, _read_json
@@ -43,8 +45,12 @@ def write_dataset_card(directory: str | os.PathLike[str], *, repo_id: str | None
             groups.setdefault(str(task), []).append(int(n))
         histogram = plot_length_histogram(groups, out / LENGTH_HISTOGRAM_FILE, title="Tokens per example")
     splits = sorted({f.name.split("-")[0] for f in files}) or ["train"]
+    name = out.resolve().name
+    if name == "dataset":  # a recipe's OUTPUT_DIR/dataset: name it after the run
+        name = f"{out.resolve().parent.name}-{name}"
+    card_kwargs.setdefault("pretty_name", name)
     card = render_dataset_card(
-        repo_id=repo_id or f"local/{out.resolve().name}",
+        repo_id=repo_id or out.as_posix(),
         statistics=stats,
         config=_read_json(out / CONFIG_FILE),
         report=_read_json(out / REPORT_FILE),

@@ -151,6 +151,11 @@ def test_synthesize_dry_run_then_run_writes_card_and_plot(tmp_path, capsys, seed
     assert "about two thousand words" not in card
     assert "150 words asked for" in card and "words measured" in card
     assert "Made with [hf-context-synthesis](https://pypi.org/project/hf-context-synthesis/)" in card
+    # the local card's usage snippet runs as written: load_dataset(<the folder>) finds the shards via its configs
+    import datasets
+
+    assert f'load_dataset("{out.as_posix()}", split="train")' in card
+    assert len(datasets.load_dataset(out.as_posix(), split="train")) == 6
     capsys.readouterr()
     assert main([*common, "--dry-run"]) == 0  # the same settings again: everything is cached
     assert "requests: 0 to make, 6 already cached" in capsys.readouterr().out
