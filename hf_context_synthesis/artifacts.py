@@ -92,7 +92,8 @@ def write_model_card(output_dir: str | os.PathLike[str], *, repo_id: str | None 
     from .hub import prepare_model_folder
 
     out = Path(output_dir)
-    prepare_model_folder(out, out, repo_id=repo_id or f"local/{out.resolve().name}", **card_kwargs)
+    # default repo id: the folder itself, so the card's from_pretrained(...) usage snippet runs as written
+    prepare_model_folder(out, out, repo_id=repo_id or out.as_posix(), **card_kwargs)
     logger.info("wrote the model card %s", out / "README.md")
     return out / "README.md"
 
