@@ -258,3 +258,16 @@ def test_a_thousand_alike_failures_are_one_reason_and_counts_are_named(fault_see
     assert "seeds: 16 read" in stage[0] and "requests:" in stage[0] and "attempts:" in stage[0]
     words = [r for r in caplog.records if "counts whitespace-separated words" in r.getMessage()]
     assert len(words) == 1  # no tokenizer: num_tokens counts words, said once
+
+
+def test_refused_credentials_and_a_bad_tokenizer_stop_before_any_request(fault_seeds, tmp_path):
+    with FakeTGIServer(required_authorization="Bearer right-token") as srv:
+        with pytest.raises(PermissionError, match="refused the credentials"):
+            synthesize_rows(_config(fault_seeds, srv.url, tmp_path, generator_model="org/m",
+                                    endpoint_token="wrong-token"), datasets_cache_dir=str(tmp_path))
+        empty = tmp_path / "not-a-tokenizer"
+        empty.mkdir()
+        with pytest.raises(ValueError, match="tokenizer=.*not-a-tokenizer.* cannot be loaded"):
+            synthesize_rows(_config(fault_seeds, srv.url, tmp_path, generator_model="org/m", endpoint_token="right-token",
+                                    tokenizer=str(empty)), datasets_cache_dir=str(tmp_path))
+        assert srv.stats().generation_requests == 0
