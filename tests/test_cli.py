@@ -313,3 +313,22 @@ def test_unreachable_endpoint_on_a_first_run_leaves_no_output_folder(tmp_path, c
     err = capsys.readouterr().err
     assert "http://127.0.0.1:9" in err and err.count("\n") == 1
     assert not out.exists()  # not even the (empty) generation cache folder
+
+
+def test_huggingface_hub_and_datasets_warnings_print_once():
+    import subprocess
+    import sys
+
+    code = (
+        "import logging, argparse\n"
+        "from hf_context_synthesis.cli import configure_logging\n"
+        "import huggingface_hub, datasets\n"
+        "configure_logging(argparse.Namespace(verbose=0, quiet=0, log_level='INFO'))\n"
+        "logging.getLogger('huggingface_hub.file_download').warning('hub-warning-xyz')\n"
+        "logging.getLogger('datasets.load').warning('datasets-warning-xyz')\n"
+        "logging.getLogger('hf_context_synthesis.recipe').info('our-info-xyz')\n"
+        "logging.getLogger('httpx').info('HTTP Request: GET x')\n"
+    )
+    err = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True).stderr
+    assert err.count("hub-warning-xyz") == 1 and err.count("datasets-warning-xyz") == 1
+    assert err.count("our-info-xyz") == 1 and "HTTP Request" not in err
