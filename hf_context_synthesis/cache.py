@@ -36,7 +36,8 @@ CREATE TABLE IF NOT EXISTS generations (
     model TEXT NOT NULL,
     tokens_in INTEGER NOT NULL DEFAULT 0,
     tokens_out INTEGER NOT NULL DEFAULT 0,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    finish_reason TEXT
 );
 CREATE TABLE IF NOT EXISTS claims (
     key TEXT PRIMARY KEY,
@@ -115,6 +116,9 @@ class GenerationCache:
             # also survive power loss at one fsync per commit.
             conn.execute("PRAGMA synchronous=NORMAL")
             _retry_busy(lambda: conn.executescript(_SCHEMA))
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(generations)")}
+            if "finish_reason" not in columns:  # a cache written before finish reasons were kept
+                _retry_busy(lambda: conn.execute("ALTER TABLE generations ADD COLUMN finish_reason TEXT"))
             # A damaged file fails here, before the run spends anything (quick_check reads every page once).
             result = conn.execute("PRAGMA quick_check").fetchone()
             if result is None or result[0] != "ok":
@@ -165,14 +169,17 @@ class GenerationCache:
                 out.update(self._conn.execute(f"SELECT key, text FROM generations WHERE key IN ({marks})", chunk))
         return out
 
-    def put(self, key: str, text: str, *, model: str, tokens_in: int = 0, tokens_out: int = 0) -> None:
+    def put(
+        self, key: str, text: str, *, model: str, tokens_in: int = 0, tokens_out: int = 0,
+        finish_reason: str | None = None,
+    ) -> None:
         """Store one generation and commit it at once (:class:`CacheWriteError` when the disk is full)."""
         try:
             with self._lock:
                 self._conn.execute(
-                    "INSERT OR REPLACE INTO generations (key, text, model, tokens_in, tokens_out, created) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    (key, text, model, int(tokens_in), int(tokens_out), time.time()),
+                    "INSERT OR REPLACE INTO generations (key, text, model, tokens_in, tokens_out, created, "
+                    "finish_reason) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (key, text, model, int(tokens_in), int(tokens_out), time.time(), finish_reason),
                 )
                 self._conn.execute("DELETE FROM claims WHERE key = ? AND owner = ?", (key, self.owner))
         except sqlite3.OperationalError as exc:
@@ -183,6 +190,16 @@ class GenerationCache:
                     f"so far are safe; free space and rerun (they are reused, only the rest is requested)",
                 ) from None
             raise
+
+    def meta(self, key: str) -> dict[str, Any] | None:
+        """``tokens_in``, ``tokens_out`` and ``finish_reason`` of a stored generation (``None`` if absent)."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT tokens_in, tokens_out, finish_reason FROM generations WHERE key = ?", (key,)
+            ).fetchone()
+        if row is None:
+            return None
+        return {"tokens_in": row[0], "tokens_out": row[1], "finish_reason": row[2]}
 
     # ------------------------------------------------------------------ claims between processes
     def claim(self, key: str, ttl: float = CLAIM_TTL_S) -> bool:

@@ -89,6 +89,7 @@ def compose_examples(
     generator: str,
     tokenizer: Any = None,
     distractor_texts: Sequence[str] | None = None,
+    provenance: Callable[[int], dict[str, Any]] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Yield one row (see :data:`~hf_context_synthesis.schema.ROW_FEATURES`) per accepted seed.
 
@@ -101,7 +102,11 @@ def compose_examples(
         generator: The generator id stored in each row.
         tokenizer: For ``num_tokens`` and ``target_tokens`` (words are counted without one).
         distractor_texts: An external distractor corpus (overrides ``distractor_pool``).
+        provenance: ``index -> provenance`` of an accepted seed's context (the ``provenance`` column;
+            unknown fields without it).
     """
+    from .schema import UNKNOWN_PROVENANCE
+
     if config.target_tokens is not None and tokenizer is None:
         logger.warning("target_tokens without a tokenizer: lengths are counted in words")
     counter = TokenCounter(tokenizer)
@@ -169,6 +174,7 @@ def compose_examples(
             "context_spans": spans,
             "num_tokens": counter.chat(messages),
             "generator": generator,
+            "provenance": provenance(i) if provenance is not None else dict(UNKNOWN_PROVENANCE),
         }
 
 

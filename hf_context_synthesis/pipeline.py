@@ -124,6 +124,7 @@ def _rows(result: SynthesisResult, config: SynthesisConfig, tokenizer: Any) -> I
         generator=result.model_id,
         tokenizer=tokenizer,
         distractor_texts=load_distractor_texts(config),
+        provenance=result.provenance,
     )
     for row in rows:
         result.report.examples += 1

@@ -17,6 +17,10 @@ import datasets
 #:   ``messages[0]["content"]``, in document order; packing uses them to drop distractors first.
 #: * ``num_tokens``: token count of the whole chat (see ``SynthesisConfig.tokenizer``).
 #: * ``generator``: id of the model that synthesized the contexts.
+#: * ``provenance``: how the relevant context was generated: ``attempts`` (generations it took, 1 =
+#:   accepted at once), ``finish_reason`` of the accepted generation (``"stop"``, or ``"length"`` when
+#:   it hit ``max_new_tokens``), ``tokens_in`` / ``tokens_out`` of that generation; ``None`` fields
+#:   when unknown (e.g. rows composed outside a synthesis run).
 ROW_FEATURES = datasets.Features(
     {
         "messages": datasets.List({"role": datasets.Value("string"), "content": datasets.Value("string")}),
@@ -30,5 +34,14 @@ ROW_FEATURES = datasets.Features(
         "context_spans": datasets.List(datasets.List(datasets.Value("int64"))),
         "num_tokens": datasets.Value("int64"),
         "generator": datasets.Value("string"),
+        "provenance": {
+            "attempts": datasets.Value("int32"),
+            "finish_reason": datasets.Value("string"),
+            "tokens_in": datasets.Value("int64"),
+            "tokens_out": datasets.Value("int64"),
+        },
     }
 )
+
+#: The ``provenance`` of a row whose generation is not known.
+UNKNOWN_PROVENANCE = {"attempts": None, "finish_reason": None, "tokens_in": None, "tokens_out": None}

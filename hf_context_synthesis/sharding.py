@@ -86,6 +86,7 @@ def merge_caches(shard_caches: Sequence[str], target: str) -> tuple[int, str]:
         for i, path in enumerate(shard_caches):
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"shard cache {path!r} does not exist")
+            GenerationCache(path).close()  # the target's columns (an older cache gains finish_reason)
             conn.execute(f"ATTACH DATABASE ? AS s{i}", (path,))
             conn.execute(f"INSERT OR IGNORE INTO generations SELECT * FROM s{i}.generations")
             models.update(m for (m,) in conn.execute(f"SELECT DISTINCT model FROM s{i}.generations"))

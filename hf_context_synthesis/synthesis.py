@@ -53,6 +53,8 @@ class SynthesisResult:
     model_id: str
     cache: GenerationCache
     require_marker: bool = True
+    #: ``seed index -> generation attempts`` its accepted context took (1 = accepted at once).
+    attempts: dict[int, int] | None = None
 
     def context(self, index: int) -> str:
         """The accepted context of seed ``index`` (read from the cache, parsed)."""
@@ -62,6 +64,18 @@ class SynthesisResult:
         context = parse_context(text, require_marker=self.require_marker)
         assert context is not None
         return context
+
+    def provenance(self, index: int) -> dict[str, Any]:
+        """How seed ``index``'s accepted context was generated: ``attempts`` (generations it took, 1 =
+        accepted at once), ``finish_reason`` (``"stop"``/``"length"``, ``None`` if the server gave
+        none), ``tokens_in`` / ``tokens_out`` of the accepted generation."""
+        meta = self.cache.meta(self.context_keys[index]) or {}
+        return {
+            "attempts": (self.attempts or {}).get(index),
+            "finish_reason": meta.get("finish_reason"),
+            "tokens_in": meta.get("tokens_in"),
+            "tokens_out": meta.get("tokens_out"),
+        }
 
 
 def default_validator(config: SynthesisConfig) -> Validator:
@@ -223,6 +237,7 @@ class ContextSynthesizer:
         context_keys: dict[int, str] = {}
         failures: dict[int, str] = {}
         attempts: dict[int, int] = {}
+        accepted_attempts: dict[int, int] = {}
         #: request key -> seeds waiting for it (identical seed pairs share one request).
         key_to_seeds: dict[str, list[int]] = {}
         qconf = self.quality
@@ -261,6 +276,7 @@ class ContextSynthesizer:
             context, reason = self.validator(text, seeds[i])
             if context is not None:
                 context_keys[i] = key_of[i]
+                accepted_attempts[i] = attempts[i] + 1
                 if hasher is not None:
                     signatures[i] = hasher.signature(context)
                 bar.update(1)
@@ -339,7 +355,8 @@ class ContextSynthesizer:
                 report.transport_retries += max(0, res.attempts - 1)
                 bar.request_done(res.tokens_out if res.ok else 0)
                 if res.ok:
-                    self.cache.put(res.key, res.text, model=model_id, tokens_in=res.tokens_in, tokens_out=res.tokens_out)
+                    self.cache.put(res.key, res.text, model=model_id, tokens_in=res.tokens_in, tokens_out=res.tokens_out,
+                                   finish_reason=(res.extra or {}).get("finish_reason"))
                     report.generated += 1
                     report.tokens_in += res.tokens_in
                     report.tokens_out += res.tokens_out
@@ -408,6 +425,7 @@ class ContextSynthesizer:
             model_id=model_id,
             cache=self.cache,
             require_marker=config.require_context_marker,
+            attempts=accepted_attempts,
         )
 
     def _drop_near_duplicates(

@@ -176,3 +176,27 @@ def test_builder_writes_arrow_in_small_batches(small_seed_dir):
     write held ~150 MB of rows; the builder writes every 64 (benchmarks/memory.py measures the effect)."""
     builder = datasets.load_dataset_builder("context_synthesis", seed=str(small_seed_dir))
     assert builder._writer_batch_size == 64
+
+
+def test_rows_carry_provenance_attempts_finish_reason_and_tokens(small_seed_dir, caches):
+    with FakeTGIServer(latency=0.0, capacity=8, faults={"no_prefix": 3}) as srv:
+        ds = load(small_seed_dir, caches, endpoint=srv.url)
+    report = json.loads(ds.info.description.split("Synthesis report:\n", 1)[1].split("\n\nSettings:", 1)[0])
+    prov = ds["provenance"]
+    assert sorted(p["attempts"] for p in prov) == [1] * 33 + [2] * 3  # three first outputs lacked "Context:"
+    assert {p["finish_reason"] for p in prov} == {"stop"}
+    assert all(p["tokens_in"] > 0 and p["tokens_out"] > 0 for p in prov)
+    # the accepted generations' tokens: all of the run's but the three rejected outputs'
+    assert sum(p["tokens_out"] for p in prov) < report["tokens_out"]
+    # a rerun from the cache reports the same provenance
+    with FakeTGIServer(latency=0.0) as srv:
+        again = load(small_seed_dir, caches, endpoint=srv.url, num_distractors=2)
+        assert srv.stats().generation_requests == 0
+    assert again["provenance"] == prov
+
+
+def test_provenance_records_outputs_cut_at_max_new_tokens(small_seed_dir, caches):
+    with FakeTGIServer(latency=0.0, capacity=8, response_words=400) as srv:
+        ds = load(small_seed_dir, caches, endpoint=srv.url, max_new_tokens=200, context_words=150)
+    assert {p["finish_reason"] for p in ds["provenance"]} == {"length"}
+    assert all(0 < p["tokens_out"] <= 200 for p in ds["provenance"])

@@ -121,12 +121,15 @@ class TransformersBackend(GenerationBackend):
             results = []
             for req, row, mask in zip(batch, new_tokens, enc["attention_mask"]):
                 ids = row.tolist()
-                if self.tokenizer.eos_token_id in ids:
+                stopped = self.tokenizer.eos_token_id in ids
+                if stopped:
                     ids = ids[: ids.index(self.tokenizer.eos_token_id)]
                 ids = [t for t in ids if t != self.tokenizer.pad_token_id][: req.max_new_tokens]
                 text = self.tokenizer.decode(ids, skip_special_tokens=True)
+                finish = "stop" if stopped or len(ids) < req.max_new_tokens else "length"
                 results.append(
-                    GenerationResult(key=req.key, text=text, tokens_in=int(mask.sum()), tokens_out=len(ids))
+                    GenerationResult(key=req.key, text=text, tokens_in=int(mask.sum()), tokens_out=len(ids),
+                                     extra={"finish_reason": finish})
                 )
             return results
         except Exception as err:  # noqa: BLE001 - a failed batch is recorded, not raised
