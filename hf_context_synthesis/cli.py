@@ -212,6 +212,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         if name == "train":
             _show_train_defaults(p)
             run = _with_train_preflight(run)
+        elif name == "evaluate":
+            run = _with_evaluate_preflight(run)
         p.set_defaults(_run=run)
     return parser
 
@@ -269,6 +271,30 @@ def _with_train_preflight(run: Callable[[argparse.Namespace], int]) -> Callable[
         return run(args)
 
     return run_train
+
+
+def _with_evaluate_preflight(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """``evaluate`` checks the model, tokenizer and data folder before loading anything."""
+
+    def run_evaluate(args: argparse.Namespace) -> int:
+        from .dry_run import RunSetupError, check_model
+
+        data_dir = getattr(args, "data_dir", None)
+        if isinstance(data_dir, str) and not os.path.isdir(data_dir):
+            raise RunSetupError(
+                f"evaluate: --data-dir {data_dir!r} is not a folder of LongBench <task>.jsonl files "
+                "(see the README: Seeds and LongBench data)"
+            )
+        model = getattr(args, "model", None)
+        if isinstance(model, str) and model:
+            check_model(model, what="model", step="evaluate", setting_hint="--model NAME_OR_PATH")
+        tokenizer = getattr(args, "tokenizer", None)
+        if isinstance(tokenizer, str) and tokenizer:
+            check_model(tokenizer, what="tokenizer", step="evaluate", setting_hint="--tokenizer NAME_OR_PATH",
+                        kind="tokenizer")
+        return run(args)
+
+    return run_evaluate
 
 
 def configure_logging(args: argparse.Namespace) -> None:

@@ -332,3 +332,17 @@ def test_huggingface_hub_and_datasets_warnings_print_once():
     err = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True).stderr
     assert err.count("hub-warning-xyz") == 1 and err.count("datasets-warning-xyz") == 1
     assert err.count("our-info-xyz") == 1 and "HTTP Request" not in err
+
+
+def test_evaluate_checks_its_inputs_first(tmp_path, capsys, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert main(["evaluate", "--model", "no-such-org/m", "--data-dir", str(tmp_path / "missing"),
+                 "--output-dir", str(tmp_path / "e")]) == 2
+    assert "--data-dir" in capsys.readouterr().err
+    (tmp_path / "lb").mkdir()
+    assert main(["evaluate", "--model", "no-such-org/m", "--data-dir", str(tmp_path / "lb"),
+                 "--output-dir", str(tmp_path / "e")]) == 2
+    err = capsys.readouterr().err
+    assert "no-such-org/m" in err and "HF_HUB_OFFLINE" in err and not (tmp_path / "e").exists()
