@@ -456,6 +456,12 @@ def prepare_packed_dataset(
         )
         stats.num_truncated = int(np.sum(tokenized.with_format("arrow")["truncated"].to_numpy(zero_copy_only=False)))
     stats.num_dropped = len(dataset) - len(tokenized)
+    if stats.num_dropped and not len(tokenized):  # else TRL's trainer ends in a bare StopIteration
+        raise ValueError(
+            f"all {len(dataset)} examples are longer than max_length={config.max_length} tokens and none could be "
+            f"shortened to fit{'' if config.truncation else ' (truncation is off)'}: nothing is left to train on. "
+            f"Raise max_length, or compose shorter examples (fewer num_distractors, target_tokens <= max_length)"
+        )
     if stats.num_dropped:
         logger.warning("%d of %d examples were dropped (longer than max_length=%d)", stats.num_dropped, len(dataset), config.max_length)
     packed = pack_tokenized_dataset(tokenized, config.max_length, config.shuffle_seed)

@@ -208,3 +208,16 @@ def test_two_processes_on_one_cache_make_each_request_once(small_seed_dir: Path,
         assert proc.returncode == 0, err[-2000:]
         assert "rows 36" in out and "locked" not in err
     assert requests == 36
+
+
+# --------------------------------------------------------------------------------------------- training
+def test_every_row_longer_than_max_length_is_a_clear_error_not_stop_iteration(seeds_dir, tok):
+    import datasets
+
+    from hf_context_synthesis import prepare_packed_dataset
+    from hf_context_synthesis.testing.rows import composed_rows
+
+    ds = datasets.Dataset.from_list(composed_rows(seeds_dir, per_task=3))
+    for truncation in (False, True):  # max_length below even the instruction + answer: nothing can fit
+        with pytest.raises(ValueError, match=r"all 6 examples are longer than max_length=8 tokens .*Raise max_length"):
+            prepare_packed_dataset(ds, tok, max_length=8, truncation=truncation)
