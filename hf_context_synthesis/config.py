@@ -113,7 +113,8 @@ class SynthesisConfig:
         endpoint_token: Bearer token of the endpoint (never logged, never cached, redacted from every
             message, report and log). ``True`` sends the Hugging Face Hub token (``HF_TOKEN`` or the
             login cache) there; ``None`` (default) sends the Hub token only to Hugging Face hosts
-            (Inference Endpoints, Spaces) and no token elsewhere; ``False`` sends none. Not ``token``:
+            (Inference Endpoints, Spaces) and no token elsewhere; ``False`` sends none (on the command
+            line: ``--endpoint-token true`` / ``false``). Not ``token``:
             ``load_dataset`` takes ``token=`` as its own Hub token (for Hub seeds), never the endpoint's.
         timeout: Per-request timeout in seconds.
         max_concurrency: Requests in flight per endpoint (default 64).
@@ -189,6 +190,8 @@ class SynthesisConfig:
                 "(load_dataset keeps `token=` for the Hugging Face Hub; endpoint_token=True sends the Hub "
                 "token to the endpoint)"
             )
+        if isinstance(self.endpoint_token, str) and self.endpoint_token.strip().lower() in ("true", "false"):
+            self.endpoint_token = self.endpoint_token.strip().lower() == "true"  # --endpoint-token true / false
         self.quality = resolve_quality(self.quality)
         self.validate()
 

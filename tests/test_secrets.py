@@ -104,6 +104,9 @@ def test_cli_error_line_redacts_the_echoed_token(small_seed_dir, tmp_path, hub_t
 def test_token_keyword_is_refused_with_the_right_name():
     with pytest.raises(TypeError, match="endpoint_token"):
         SynthesisConfig(seed="x", endpoint="http://127.0.0.1:1", token="abc")
+    # the command line's --endpoint-token true / false
+    assert SynthesisConfig(seed="x", endpoint_token="true").endpoint_token is True
+    assert SynthesisConfig(seed="x", endpoint_token="False").endpoint_token is False
 
 
 def test_hub_token_goes_only_to_hugging_face_hosts_unless_asked(hub_token, monkeypatch):
