@@ -9,7 +9,7 @@ The only edits are these documented substitutions (README.md points here):
 in the README                                          replaced by
 ====================================================  ===============================================
 ``http://tgi:8080``                                    the loopback TGI-protocol server's URL
-``meta-llama/Llama-3.1-8B-Instruct``                   a tiny random Llama with a local tokenizer
+``meta-llama/...`` (any model id of that org)          a tiny random Llama with a local tokenizer
 ``../shared/seeds/longbench-train-1.6k``               the first 4 seeds of 3 of its tasks
 ``default_sft_config(..., max_length=32768)``          ``default_sft_config(..., max_length=2048,
                                                        max_steps=2)`` (two optimizer steps on a CPU)
@@ -45,8 +45,11 @@ def python_snippets(text: str) -> list[tuple[int, str]]:
 def substitute(code: str, values: dict[str, str]) -> str:
     """Apply the documented substitutions (see the module docstring)."""
     code = re.sub(r"(default_sft_config\([^()]*?)max_length=32768\)", r"\1max_length=2048, max_steps=2)", code)
+    if "meta-llama/" in values:
+        code = re.sub(r"meta-llama/[\w.\-]+", lambda _m: values["meta-llama/"], code)
     for old, new in values.items():
-        code = code.replace(old, new)
+        if old != "meta-llama/":
+            code = code.replace(old, new)
     return code
 
 
@@ -105,7 +108,7 @@ def test_every_readme_python_snippet_runs(tmp_path, monkeypatch, seeds_dir, tiny
     with FakeTGIServer(latency=0.0, capacity=8) as tgi, FakeHubServer(token=TOKEN, write_namespaces={"you"}) as hub:
         values = {
             "http://tgi:8080": tgi.url,
-            "meta-llama/Llama-3.1-8B-Instruct": tiny_model_dir,
+            "meta-llama/": tiny_model_dir,
             "../shared/seeds/longbench-train-1.6k": str(seeds),
             "32768": "2048",
             "data/longbench": str(longbench_dir),
