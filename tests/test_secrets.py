@@ -141,3 +141,18 @@ def test_library_log_records_are_redacted_whatever_the_handler(hub_token):
         log.removeHandler(handler)
     assert records and all(HUB_TOKEN not in r for r in records)
     assert "Bearer ***" in records[0] and "boom ***" in records[1]
+
+
+def test_the_login_cache_token_is_redacted_too(monkeypatch, tmp_path):
+    from huggingface_hub import constants
+
+    login = "hf_FromTheLoginCache0123456789"
+    path = tmp_path / "hf-home" / "token"
+    path.parent.mkdir()
+    path.write_text(login)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(path))
+    assert redact(f"401: Authorization: Bearer {login}") == "401: Authorization: Bearer ***"
+    assert endpoint_token(True, "http://127.0.0.1:8080") == login  # asked for: the login cache's token
+    assert endpoint_token(None, "http://127.0.0.1:8080") is False
