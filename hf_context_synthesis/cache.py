@@ -248,6 +248,10 @@ class GenerationCache:
                 self._conn.execute("DELETE FROM claims WHERE owner = ?", (self.owner,))
             except sqlite3.Error:  # closing must not fail (e.g. a full disk): claims of a dead run expire
                 pass
+            try:  # fold the WAL into the main file: a closed cache is one self-contained file to copy
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error:  # another process still reading: its own close checkpoints later
+                pass
             self._conn.close()
 
     def __enter__(self) -> "GenerationCache":
@@ -258,9 +262,12 @@ class GenerationCache:
 
 
 def _claim_is_stale(row: tuple[Any, ...], host: str) -> bool:
-    """A claim ``(owner, host, pid, expires)`` whose run is gone (dead pid on this host) or expired."""
+    """A claim ``(owner, host, pid, expires)`` whose run is gone (dead pid on this host) or expired, or
+    one of this very process (an earlier, interrupted run: a process never waits for itself)."""
     _, claim_host, pid, expires = row
     if expires < time.time():
+        return True
+    if claim_host == host and int(pid) == os.getpid():
         return True
     if claim_host == host:
         try:

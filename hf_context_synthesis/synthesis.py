@@ -193,12 +193,7 @@ class ContextSynthesizer:
         try:
             from .preflight import run_preflight
 
-            checked = await run_preflight(
-                config,
-                backend,
-                lambda: ((getattr(s, "seed_id", i), self._messages(s)) for i, s in enumerate(seeds)),
-                output_dir=self.output_dir,
-            )
+            checked = await run_preflight(config, backend, lambda: self._longest_prompts(seeds), output_dir=self.output_dir)
             model_id = checked.model_id
             self.max_new_tokens = checked.max_new_tokens
             result = await self._generate(seeds, backend, model_id, report)
@@ -208,6 +203,23 @@ class ContextSynthesizer:
         # the generation phase's own counts: composed examples are counted later, when rows are written
         logger.info("Context synthesis: %s", report.summary(include_examples=False))
         return result
+
+    def _longest_prompts(self, seeds: list[Any], k: int = 8) -> Any:
+        """``(seed_id, messages)`` of the prompts most likely to be the longest, for the context-window check.
+
+        With the default prompt only the ``k`` seeds with the longest instruction + answer + task are
+        rendered (the template around them is the same for all); a custom ``render`` renders every item.
+        """
+        import heapq
+
+        if self.render is None:
+            order = heapq.nlargest(
+                k, range(len(seeds)), key=lambda i: len(seeds[i].instruction) + len(seeds[i].answer) + len(seeds[i].task or "")
+            )
+        else:
+            order = range(len(seeds))
+        for i in order:
+            yield getattr(seeds[i], "seed_id", i), self._messages(seeds[i])
 
     def _messages(self, seed: Any) -> tuple[dict[str, str], ...]:
         """The chat messages of the request for one seed (or item, with a custom ``render``)."""
@@ -405,6 +417,8 @@ class ContextSynthesizer:
         finally:
             report.wall_time_s = time.perf_counter() - start
             bar.close()
+            for key in list(key_to_seeds):  # requests still in flight when the run stopped: free them
+                self.cache.release(key)
         for i in range(len(seeds)):  # every seed is accounted for, whatever the backend did
             if i not in context_keys and i not in failures:
                 logger.warning("seed %s got no result from the backend; recorded as failed", seeds[i].seed_id)

@@ -221,3 +221,21 @@ def test_every_row_longer_than_max_length_is_a_clear_error_not_stop_iteration(se
     for truncation in (False, True):  # max_length below even the instruction + answer: nothing can fit
         with pytest.raises(ValueError, match=r"all 6 examples are longer than max_length=8 tokens .*Raise max_length"):
             prepare_packed_dataset(ds, tok, max_length=8, truncation=truncation)
+
+
+def test_claims_of_an_interrupted_run_do_not_block_the_next_one(tmp_path: Path):
+    """A run stopped mid-way (exception, Ctrl-C in a notebook) leaves claims; a rerun in the same process
+    or after the process died takes them over instead of waiting for a result that never comes."""
+    import subprocess
+    import sys
+
+    from hf_context_synthesis.cache import GenerationCache
+
+    path = tmp_path / "g.sqlite"
+    interrupted = GenerationCache(path)
+    assert interrupted.claim("k1")  # never put, never released
+    rerun = GenerationCache(path)
+    assert not rerun.claimed_elsewhere("k1") and rerun.claim("k1")
+    code = f"from hf_context_synthesis.cache import GenerationCache; GenerationCache({str(path)!r}).claim('k2')"
+    subprocess.run([sys.executable, "-c", code], check=True)  # its process is gone, its claim stays
+    assert rerun.claim("k2")
