@@ -66,6 +66,7 @@ __all__ = [
 ]
 
 _MAX_SERVER_MESSAGE = MAX_SERVER_MESSAGE
+_asyncio_timeout = getattr(asyncio, "timeout", None)
 
 #: Default cap on one response body (a 4,096-token generation is a few tens of KB).
 DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
@@ -536,6 +537,11 @@ class TGIBackend(GenerationBackend):
         try:
             # The whole attempt, body included, is bounded: httpx's own timeout is per read, so a
             # server trickling a huge body would otherwise never time out.
+            if self.config.timeout is None:
+                return await self._protocol_call(state, request)
+            if _asyncio_timeout is not None:  # Python >= 3.11: no extra task per attempt
+                async with _asyncio_timeout(self.config.timeout):
+                    return await self._protocol_call(state, request)
             return await asyncio.wait_for(self._protocol_call(state, request), timeout=self.config.timeout)
         except (RetryableError, FatalRequestError):
             raise
