@@ -1,20 +1,38 @@
 #!/usr/bin/env bash
-# Scale-out with a Slurm job array: N nodes each synthesize one shard against their own TGI replica(s),
-# then one job merges the shard caches into a single dataset (and one Hub commit).
+# Scale-out with a Slurm job array: each array task synthesizes one shard against its TGI replica(s)
+# into node-local storage, then publishes it (a closed, self-contained generations.sqlite plus
+# shard.json and shard_report.json) to a folder every node sees. One job then merges the shards.
 #
-#   sbatch --array=0-7 examples/slurm_array.sh           # 8 shards
+#   NUM_SHARDS=8 sbatch --array=0-7 --export=ALL examples/slurm_array.sh      # 8 shards
+#   NUM_SHARDS=8 sbatch --array=3 --export=ALL examples/slurm_array.sh        # re-run shard 3 alone
 #   sbatch --dependency=afterok:<array job id> --wrap \
-#     "context-synthesis merge --seed seeds/ --endpoint http://tgi:8080 \
-#        --shard-cache out/shard-*/generations.sqlite --output out/merged && \
+#     "context-synthesis merge --seed seeds/ --shard-cache out/shard-*/generations.sqlite --output out/merged && \
 #      context-synthesis push-dataset out/merged you/context-synthesis-1.6k"
+#
+# The shard count is a parameter (NUM_SHARDS), never the size of the current array: re-running one
+# failed shard keeps the split. A shard whose seeds partly failed exits 0 (the failures are in its
+# report), so `afterok` dependencies still run; export FAIL_ON_FAILURES=1 to make any failed seed fail.
 #SBATCH --job-name=context-synthesis
 #SBATCH --time=12:00:00
 set -euo pipefail
-NUM_SHARDS=${SLURM_ARRAY_TASK_COUNT:-8}
-SHARD=${SLURM_ARRAY_TASK_ID:-0}
-ENDPOINT=${TGI_ENDPOINT:-http://localhost:8080}   # a TGI replica reachable from this node
+: "${NUM_SHARDS:?set NUM_SHARDS, the total number of shards (not the size of this array)}"
+SHARD=${SLURM_ARRAY_TASK_ID:?run as a job array task (SLURM_ARRAY_TASK_ID)}
+SEEDS=${SEEDS:-seeds/}
+OUT=${OUT:-out}                                     # shared folder every node sees
+ENDPOINT=${TGI_ENDPOINT:-http://localhost:8080}     # TGI / OpenAI-compatible replica(s), space-separated
+LOCAL=${LOCAL_DIR:-${TMPDIR:-/tmp}/context-synthesis-$USER}/shard-$SHARD   # node-local: SQLite WAL stays off NFS
+EXTRA=()
+if [[ "${FAIL_ON_FAILURES:-0}" == "1" ]]; then EXTRA+=(--fail-on-failures); fi
+# shellcheck disable=SC2086
 context-synthesis synthesize \
-  --seed seeds/ \
-  --endpoint "$ENDPOINT" \
+  --seed "$SEEDS" \
+  --endpoint $ENDPOINT \
   --num-shards "$NUM_SHARDS" --shard-index "$SHARD" \
-  --output "out/shard-$SHARD"
+  --output "$LOCAL" "${EXTRA[@]}" ${SYNTHESIS_ARGS:-}
+# publish: copy to a temporary name, then rename, so a merge never reads half a shard
+mkdir -p "$OUT"
+rm -rf "$OUT/.shard-$SHARD.partial"
+mkdir -p "$OUT/.shard-$SHARD.partial"
+cp "$LOCAL/generations.sqlite" "$LOCAL/shard.json" "$LOCAL/shard_report.json" "$OUT/.shard-$SHARD.partial/"
+rm -rf "$OUT/shard-$SHARD"
+mv "$OUT/.shard-$SHARD.partial" "$OUT/shard-$SHARD"

@@ -95,6 +95,9 @@ def add_synthesize_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Check ids and paths, then print seeds per task, requests to make vs cached, "
                              "estimated tokens and the output layout; generate nothing.")
     parser.add_argument("--log-level", default="INFO", help="Logging level (overrides -v/-q), e.g. DEBUG.")
+    parser.add_argument("--fail-on-failures", action="store_true",
+                        help="Exit 1 when any seed failed (by default a run that completed exits 0 and its "
+                             "failures are accounted for in the report).")
     group = parser.add_argument_group("synthesis settings (docs/settings.md)")
     add_dataclass_arguments(group, SynthesisConfig, overrides={"seed": {"required": True}})
 
@@ -118,6 +121,23 @@ def _remove_empty_dirs(path: Path) -> None:
     from .artifacts import remove_if_nothing_kept
 
     remove_if_nothing_kept(path)
+
+
+def exit_code(report: Any, *, fail_on_failures: bool = False) -> int:
+    """The one exit-code rule of every command that synthesizes (``synthesize``, shards, ``merge``, ``run``).
+
+    0 when the run completed: every seed is accounted for in the report, failures included (a
+    near-duplicate drop or a server error on some seeds does not stop a pipeline). 1 when it could not
+    complete: nothing was synthesized although seeds needed it, shards were missing from a merge,
+    or (with ``--fail-on-failures``) any seed failed.
+    """
+    if getattr(report, "missing_shards", None):
+        return 1
+    if getattr(report, "requested", 0) > 0 and getattr(report, "synthesized", 0) == 0:
+        return 1
+    if fail_on_failures and getattr(report, "failed", 0) > 0:
+        return 1
+    return 0
 
 
 def keep_no_empty_folder(path: str | os.PathLike[str], action: Callable[[], Any]) -> Any:
@@ -149,7 +169,7 @@ def run_synthesize(args: argparse.Namespace) -> int:
             config.generation_cache_dir = args.output
         report = keep_no_empty_folder(args.output, lambda: synthesize_shard(config))
         print(f"shard {config.shard_index}/{config.num_shards}: {report.summary(include_examples=False)}")
-        return 0 if report.failed == 0 else 1
+        return exit_code(report, fail_on_failures=args.fail_on_failures)
     from .artifacts import write_dataset_card
     from .output import synthesize_to_directory
 
@@ -157,7 +177,7 @@ def run_synthesize(args: argparse.Namespace) -> int:
     if report.examples > 0:
         write_dataset_card(args.output)
     print(report.summary())
-    return 0 if report.examples > 0 else 1
+    return exit_code(report, fail_on_failures=args.fail_on_failures)
 
 
 def run_merge(args: argparse.Namespace) -> int:
@@ -169,7 +189,10 @@ def run_merge(args: argparse.Namespace) -> int:
     if getattr(report, "examples", 0):
         write_dataset_card(args.output)
     print(report.summary())
-    return 0 if report.failed == 0 else 1
+    if report.missing_shards:
+        print(f"error: shards missing from the merge: {', '.join(map(str, report.missing_shards))} "
+              f"(re-run them with --shard-index, then merge again)", file=sys.stderr)
+    return exit_code(report, fail_on_failures=args.fail_on_failures)
 
 
 def _version() -> str:

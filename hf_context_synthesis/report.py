@@ -44,6 +44,7 @@ class SynthesisReport:
         rejected_reasons: ``reason -> seed rows`` rejected by seed validation.
         flagged_reasons: ``reason -> seeds`` kept but flagged (e.g. ``answer_in_instruction``).
         failed_seeds: ``seed_id -> reason`` of every failed seed (what could not be produced, and why).
+        missing_shards: Shard indices a merge did not get (their seeds fail as ``missing_from_shard_caches``).
     """
 
     seeds: int = 0
@@ -68,6 +69,7 @@ class SynthesisReport:
     rejected_reasons: dict[str, int] = field(default_factory=dict)
     flagged_reasons: dict[str, int] = field(default_factory=dict)
     failed_seeds: dict[str, str] = field(default_factory=dict)
+    missing_shards: list[int] = field(default_factory=list)
 
     @property
     def accounted(self) -> bool:

@@ -11,6 +11,7 @@ the contexts and ``random_seed``). Run the nodes with an existing scheduler: see
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sqlite3
@@ -39,22 +40,157 @@ def select_shard(seeds: Sequence[SeedExample], config: SynthesisConfig) -> list[
     return list(seeds[start:stop])
 
 
+#: Written next to a shard's generation cache: which shard it is and the settings it was made with.
+SHARD_INFO_FILE = "shard.json"
+#: Written next to a shard's generation cache: the shard's synthesis report (summed by the merge).
+SHARD_REPORT_FILE = "shard_report.json"
+#: Report counters of the generation phase that a merge sums over the shards.
+_SUMMED = ("requested", "cached", "generated", "requests", "attempts", "transport_retries", "regenerated",
+           "retried", "filtered", "tokens_in", "tokens_out")
+
+
+def shard_identity(config: SynthesisConfig) -> dict[str, Any]:
+    """The settings every shard of one dataset must share: the semantic settings, with sources
+    identified by content (a seed folder mounted at another path on another node is the same seed)
+    and without the generator label (the merge checks the model recorded in every cache instead)."""
+    from .config import source_fingerprint
+
+    d = config.semantic_dict()
+    d.pop("generator", None)
+    d["seed"] = source_fingerprint(config.seed, config.seed_revision)
+    d["distractor_source"] = source_fingerprint(config.distractor_source, None)
+    d["documents"] = source_fingerprint(config.documents, None)
+    return json.loads(json.dumps(d, sort_keys=True, default=str))
+
+
 def synthesize_shard(
     config: SynthesisConfig, *, backend: GenerationBackend | None = None, cache: GenerationCache | None = None
 ) -> SynthesisReport:
-    """Generate the contexts of ``config``'s shard into its generation cache (no composition)."""
+    """Generate the contexts of ``config``'s shard into its generation cache (no composition).
+
+    The cache is ``generations.sqlite`` under ``config.generation_cache_dir`` (or the default cache
+    path). When this function returns, the cache it opened is closed and checkpointed: the one
+    ``generations.sqlite`` file holds every generation and is safe to copy (no ``-wal`` file left
+    behind, even in a long-lived worker process). Next to it, :data:`SHARD_INFO_FILE` records the
+    shard and its settings and :data:`SHARD_REPORT_FILE` its report, so :func:`merge_shards` can
+    check the shards belong together and sum their counts. A cache passed in stays open (the caller
+    owns it).
+    """
     from .seeds import load_seeds
-    from .synthesis import ContextSynthesizer
+    from .synthesis import ContextSynthesizer, default_cache_path
 
     loaded = load_seeds(config)
     mine = select_shard(loaded.examples, config)
-    synthesizer = ContextSynthesizer(config, backend=backend, cache=cache)
-    result = synthesizer.run(mine)
+    own_cache = cache is None
+    if cache is None:
+        cache = GenerationCache(default_cache_path(config))
+    try:
+        synthesizer = ContextSynthesizer(config, backend=backend, cache=cache)
+        result = synthesizer.run(mine)
+    finally:
+        if own_cache:
+            cache.close()
+    report = result.report
+    start, stop = shard_bounds(len(loaded.examples), config.num_shards, config.shard_index)
+    write_shard_files(
+        os.path.dirname(os.path.abspath(cache.path)), config, report,
+        seeds=(start, stop), total_seeds=len(loaded.examples),
+    )
     logger.info(
         "Shard %d/%d: %d of %d seeds, %s", config.shard_index, config.num_shards, len(mine),
-        len(loaded.examples), result.report.summary(include_examples=False),
+        len(loaded.examples), report.summary(include_examples=False),
     )
-    return result.report
+    return report
+
+
+def write_shard_files(
+    folder: str, config: SynthesisConfig, report: SynthesisReport, *, seeds: tuple[int, int], total_seeds: int
+) -> None:
+    """Write :data:`SHARD_INFO_FILE` and :data:`SHARD_REPORT_FILE` into ``folder`` (atomically, redacted)."""
+    from .output import _atomic_write
+    from .secrecy import redact
+
+    info = {
+        "shard_index": config.shard_index,
+        "num_shards": config.num_shards,
+        "seeds": list(seeds),
+        "total_seeds": total_seeds,
+        "identity": shard_identity(config),
+    }
+    os.makedirs(folder, exist_ok=True)
+    _atomic_write(os.path.join(folder, SHARD_INFO_FILE), redact(json.dumps(info, indent=2, sort_keys=True)))
+    _atomic_write(os.path.join(folder, SHARD_REPORT_FILE), redact(report.to_json()))
+
+
+def read_shard_files(cache_path: str) -> tuple[dict[str, Any], SynthesisReport] | None:
+    """The shard info and report written next to ``cache_path``, or ``None`` for a cache without them."""
+    folder = os.path.dirname(os.path.abspath(cache_path))
+    info_path, report_path = os.path.join(folder, SHARD_INFO_FILE), os.path.join(folder, SHARD_REPORT_FILE)
+    if not (os.path.isfile(info_path) and os.path.isfile(report_path)):
+        return None
+    with open(info_path, encoding="utf-8") as fh:
+        info = json.load(fh)
+    with open(report_path, encoding="utf-8") as fh:
+        report = SynthesisReport.from_dict(json.load(fh))
+    return info, report
+
+
+def export_cache(cache_path: str, target: str) -> int:
+    """Copy the generation cache ``cache_path`` into the self-contained SQLite file ``target`` with
+    SQLite's online backup (consistent even while a writer is open, WAL included); return its rows."""
+    os.makedirs(os.path.dirname(os.path.abspath(target)) or ".", exist_ok=True)
+    tmp = target + ".partial"
+    src = sqlite3.connect(cache_path)
+    try:
+        dst = sqlite3.connect(tmp)
+        try:
+            src.backup(dst)
+            dst.execute("PRAGMA journal_mode=DELETE")
+            rows = dst.execute("SELECT COUNT(*) FROM generations").fetchone()[0]
+        finally:
+            dst.close()
+    finally:
+        src.close()
+    os.replace(tmp, target)
+    return rows
+
+
+class ShardMismatchError(ValueError):
+    """Shards that do not belong to one dataset (different settings, shard counts or duplicates)."""
+
+
+def check_shards(config: SynthesisConfig, shard_caches: Sequence[str]) -> tuple[list[tuple[dict[str, Any], SynthesisReport]], list[int]]:
+    """Check the shards' settings against ``config``; return their (info, report) and missing indices.
+
+    Raises :class:`ShardMismatchError` naming the shard and the differing settings when a shard was
+    made with other semantic settings, when shards disagree on ``num_shards``, or when one index
+    appears twice. Caches without shard files (made before they existed) are merged unchecked.
+    """
+    expected = shard_identity(config)
+    found: list[tuple[dict[str, Any], SynthesisReport]] = []
+    seen: dict[int, str] = {}
+    counts: set[int] = set()
+    for path in shard_caches:
+        files = read_shard_files(path)
+        if files is None:
+            logger.warning("%s has no %s next to it: merged without checking its settings", path, SHARD_INFO_FILE)
+            continue
+        info, report = files
+        differ = sorted(k for k in set(expected) | set(info["identity"])
+                        if expected.get(k) != info["identity"].get(k))
+        if differ:
+            detail = ", ".join(f"{k}: shard {info['identity'].get(k)!r} vs merge {expected.get(k)!r}" for k in differ)
+            raise ShardMismatchError(f"shard {path} was synthesized with other settings ({detail})")
+        index = int(info["shard_index"])
+        if index in seen:
+            raise ShardMismatchError(f"shard {index} given twice: {seen[index]} and {path}")
+        seen[index] = path
+        counts.add(int(info["num_shards"]))
+        found.append((info, report))
+    if len(counts) > 1:
+        raise ShardMismatchError(f"shards were made with different --num-shards: {sorted(counts)}")
+    missing = sorted(set(range(counts.pop())) - set(seen)) if counts else []
+    return found, missing
 
 
 class CacheOnlyBackend(GenerationBackend):
@@ -105,12 +241,22 @@ def merge_shards(
 ) -> SynthesisReport:
     """Merge shard caches and write the composed dataset to ``output_dir`` (see module docs).
 
-    ``config`` must carry the same semantic settings the shards used; its shard fields are ignored.
+    ``config`` must carry the same semantic settings the shards used (checked against each shard's
+    :data:`SHARD_INFO_FILE`); its shard fields are ignored. The returned report sums the shards'
+    generation counts (requests, attempts, retries, tokens in/out; wall time is the slowest shard's,
+    as shards run side by side), keeps each failed seed's reason from its shard, and lists in
+    ``missing_shards`` the shard indices that were not given: their seeds fail as
+    ``missing_from_shard_caches``.
     """
     import dataclasses
 
-    from .output import synthesize_to_directory
+    from .output import _atomic_write, synthesize_to_directory
+    from .secrecy import redact
 
+    shards, missing = check_shards(config, shard_caches)
+    if missing:
+        logger.error("Shards missing from the merge: %s (their seeds fail as missing_from_shard_caches)",
+                     ", ".join(map(str, missing)))
     os.makedirs(output_dir, exist_ok=True)
     target = os.path.join(output_dir, "generations.sqlite")
     rows, model_id = merge_caches(shard_caches, target)
@@ -118,6 +264,42 @@ def merge_shards(
     whole = dataclasses.replace(config, shard_index=0, num_shards=1)
     cache = GenerationCache(target)
     try:
-        return synthesize_to_directory(whole, output_dir, backend=CacheOnlyBackend(model_id), cache=cache, **kwargs)
+        report = synthesize_to_directory(whole, output_dir, backend=CacheOnlyBackend(model_id), cache=cache, **kwargs)
     finally:
         cache.close()
+    if shards:
+        _fold_shard_reports(report, [r for _, r in shards])
+    report.missing_shards = missing
+    from .output import REPORT_FILE
+
+    if os.path.isfile(os.path.join(output_dir, REPORT_FILE)):
+        _atomic_write(os.path.join(output_dir, REPORT_FILE), redact(report.to_json()))
+    return report
+
+
+def _fold_shard_reports(merged: SynthesisReport, shard_reports: Sequence[SynthesisReport]) -> None:
+    """Put the shards' generation-phase counts into the merge's report (the merge itself only read a cache)."""
+    from .report import merge_reasons
+
+    for name in _SUMMED:
+        setattr(merged, name, sum(getattr(r, name) for r in shard_reports))
+    merged.wall_time_s = max((r.wall_time_s for r in shard_reports), default=merged.wall_time_s)
+    merged.filter_reasons = merge_reasons(*(r.filter_reasons for r in shard_reports))
+    # a seed that failed in its shard (e.g. a server error) keeps that reason, not "missing from shard caches"
+    shard_failures: dict[str, str] = {}
+    for r in shard_reports:
+        shard_failures.update(r.failed_seeds)
+    for seed_id, reason in list(merged.failed_seeds.items()):
+        if reason == "missing_from_shard_caches" and seed_id in shard_failures:
+            merged.failed_seeds[seed_id] = shard_failures[seed_id]
+    from .backends.errors import failure_key
+
+    post_pass = {k: v for k, v in merged.failure_reasons.items() if k != "missing_from_shard_caches"}
+    regrouped: dict[str, int] = {}
+    for reason in merged.failed_seeds.values():
+        key = failure_key(reason)
+        regrouped[key] = regrouped.get(key, 0) + 1
+    if sum(regrouped.values()) == merged.failed:  # every failed seed is named: group them afresh
+        merged.failure_reasons = regrouped
+    else:  # pragma: no cover - a report without per-seed reasons: keep the merge's own grouping
+        merged.failure_reasons = merge_reasons(post_pass, {"missing_from_shard_caches": merged.failed - sum(post_pass.values())})

@@ -47,3 +47,115 @@ def test_merge_reports_missing_shards(small_seed_dir, tmp_path):
 
     report = json.loads((tmp_path / "m" / "synthesis_report.json").read_text())
     assert report["failure_reasons"] == {"missing_from_shard_caches": 18} and report["examples"] == 18
+
+
+# --------------------------------------------------------------------------- issue 13: nothing lost between nodes
+import json
+import shutil
+import sqlite3
+
+import pytest
+
+from hf_context_synthesis import SynthesisConfig
+from hf_context_synthesis.cache import GenerationCache
+from hf_context_synthesis.sharding import synthesize_shard
+
+
+def test_shard_cache_is_one_self_contained_file(small_seed_dir, tmp_path):
+    """In a long-lived worker (another handle on the cache stays open) the shard's generations.sqlite
+    alone, copied elsewhere, holds every generation: nothing is left only in the -wal file."""
+    out = tmp_path / "shard"
+    cfg = SynthesisConfig(seed=str(small_seed_dir), num_shards=2, shard_index=0, generation_cache_dir=str(out))
+    with FakeTGIServer(latency=0.0, capacity=8) as srv:
+        cfg.endpoint = srv.url
+        keeper = GenerationCache(str(out / "generations.sqlite"))  # the worker keeps a handle, like a Ray actor
+        try:
+            report = synthesize_shard(cfg)
+            copy = tmp_path / "copied.sqlite"
+            shutil.copyfile(out / "generations.sqlite", copy)  # only the main file, as `cp`/upload would
+        finally:
+            keeper.close()
+    assert report.generated == 18
+    rows = sqlite3.connect(copy).execute("SELECT COUNT(*) FROM generations").fetchone()[0]
+    assert rows == 18
+    info = json.loads((out / "shard.json").read_text())
+    assert (info["shard_index"], info["num_shards"], info["seeds"]) == (0, 2, [0, 18])
+    assert json.loads((out / "shard_report.json").read_text())["generated"] == 18
+
+
+def _one_empty_output(srv):
+    srv.set_fault("empty", count=1)  # one unusable output; with one attempt that seed fails
+
+
+def test_a_failed_seed_does_not_stop_the_pipeline(small_seed_dir, tmp_path):
+    """Exit 0 when the run completed with its failures accounted for (shard and merge alike);
+    --fail-on-failures makes any failed seed exit 1."""
+    common = ["--seed", str(small_seed_dir), "--num-shards", "2", "--max-generation-attempts", "1"]
+    with FakeTGIServer(latency=0.0, capacity=8) as srv:
+        _one_empty_output(srv)
+        assert main(["synthesize", *common, "--endpoint", srv.url, "--shard-index", "0",
+                     "--output", str(tmp_path / "s0")]) == 0
+        assert json.loads((tmp_path / "s0" / "shard_report.json").read_text())["failed"] == 1
+        assert main(["synthesize", *common, "--endpoint", srv.url, "--shard-index", "1",
+                     "--output", str(tmp_path / "s1")]) == 0
+        _one_empty_output(srv)
+        assert main(["synthesize", *common, "--endpoint", srv.url, "--shard-index", "1", "--fail-on-failures",
+                     "--generation-cache-dir", str(tmp_path / "other"), "--output", str(tmp_path / "s1b")]) == 1
+    caches = [str(tmp_path / s / "generations.sqlite") for s in ("s0", "s1")]
+    merge = ["merge", *common[:2], "--max-generation-attempts", "1", "--endpoint", "http://127.0.0.1:9",
+             "--shard-cache", *caches]
+    assert main([*merge, "--output", str(tmp_path / "m")]) == 0
+    report = json.loads((tmp_path / "m" / "synthesis_report.json").read_text())
+    assert report["failed"] == 1 and report["examples"] == 35 and report["missing_shards"] == []
+    # the failed seed keeps the reason its shard gave, not "missing from shard caches"
+    assert "missing_from_shard_caches" not in report["failure_reasons"]
+    assert main([*merge, "--output", str(tmp_path / "m2"), "--fail-on-failures"]) == 1
+
+
+def test_merged_report_sums_the_shards(small_seed_dir, tmp_path):
+    common = ["--seed", str(small_seed_dir), "--random-seed", "5"]
+    with FakeTGIServer(latency=0.0, capacity=8) as srv:
+        assert main(["synthesize", *common, "--endpoint", srv.url, "--output", str(tmp_path / "single"),
+                     "--generation-cache-dir", str(tmp_path / "single-gens")]) == 0
+        caches = []
+        for i in range(3):
+            assert main(["synthesize", *common, "--endpoint", srv.url, "--num-shards", "3", "--shard-index", str(i),
+                         "--output", str(tmp_path / f"s{i}")]) == 0
+            caches.append(str(tmp_path / f"s{i}" / "generations.sqlite"))
+    assert main(["merge", *common, "--endpoint", "http://127.0.0.1:9", "--shard-cache", *caches,
+                 "--output", str(tmp_path / "m")]) == 0
+    single = json.loads((tmp_path / "single" / "synthesis_report.json").read_text())
+    merged = json.loads((tmp_path / "m" / "synthesis_report.json").read_text())
+    assert single["generated"] == 36 and single["tokens_out"] > 0
+    for key in ("seeds", "requested", "generated", "requests", "attempts", "tokens_in", "tokens_out",
+                "synthesized", "failed", "examples"):
+        assert merged[key] == single[key], key
+    assert merged["cached"] == 0 and merged["wall_time_s"] > 0
+
+
+def test_merge_refuses_shards_made_with_other_settings(small_seed_dir, tmp_path):
+    common = ["--seed", str(small_seed_dir), "--num-shards", "2"]
+    with FakeTGIServer(latency=0.0, capacity=8) as srv:
+        assert main(["synthesize", *common, "--endpoint", srv.url, "--shard-index", "0",
+                     "--output", str(tmp_path / "s0")]) == 0
+        assert main(["synthesize", *common, "--endpoint", srv.url, "--shard-index", "1", "--context-words", "500",
+                     "--output", str(tmp_path / "s1")]) == 0
+    from hf_context_synthesis.sharding import ShardMismatchError, merge_shards
+
+    with pytest.raises(ShardMismatchError, match=r"s1.*context_words: shard 500 vs merge 2000"):
+        merge_shards(SynthesisConfig(seed=str(small_seed_dir), endpoint="http://127.0.0.1:9"),
+                     [str(tmp_path / s / "generations.sqlite") for s in ("s0", "s1")], str(tmp_path / "m"))
+    assert not (tmp_path / "m" / "data").exists()
+
+
+def test_merge_names_the_missing_shards(small_seed_dir, tmp_path, capsys):
+    common = ["--seed", str(small_seed_dir), "--num-shards", "3"]
+    with FakeTGIServer(latency=0.0, capacity=8) as srv:
+        for i in (0, 2):
+            assert main(["synthesize", *common, "--endpoint", srv.url, "--shard-index", str(i),
+                         "--output", str(tmp_path / f"s{i}")]) == 0
+    assert main(["merge", "--seed", str(small_seed_dir), "--endpoint", "http://127.0.0.1:9", "--shard-cache",
+                 *(str(tmp_path / f"s{i}" / "generations.sqlite") for i in (0, 2)), "--output", str(tmp_path / "m")]) == 1
+    assert "shards missing from the merge: 1" in capsys.readouterr().err
+    report = json.loads((tmp_path / "m" / "synthesis_report.json").read_text())
+    assert report["missing_shards"] == [1] and report["failure_reasons"] == {"missing_from_shard_caches": 12}
