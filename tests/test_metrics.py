@@ -1,4 +1,5 @@
-"""LongBench metrics on fixed strings; every expected value is worked out by hand in the comments."""
+"""LongBench metrics: hand-worked values, and equality with LongBench's own scoring code
+(``tests/longbench_reference.py``, vendored from THUDM/LongBench) on a fixed set of pairs per task."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from hf_context_synthesis.metrics import (
     normalize_answer,
     qa_f1_score,
     rouge_score,
+    rouge_score_google,
     score_example,
     scorer,
 )
@@ -62,7 +64,8 @@ def test_qa_f1_no_overlap_and_empty() -> None:
     assert qa_f1_score("the", "the") == 0.0
 
 
-def test_rouge_l_hand_computed() -> None:
+def test_rouge_score_google_hand_computed() -> None:
+    rouge_score = rouge_score_google  # Google's rouge-score, the option (not LongBench's number)
     # tokens (lowercased): [the, cat, sat, on, the, mat] vs [the, cat, lay, on, the, mat]
     # LCS = the cat on the mat = 5 -> P = R = 5/6 -> F = 5/6
     assert rouge_score("The cat sat on the mat", "the cat lay on the mat") == pytest.approx(5 / 6)
@@ -73,8 +76,20 @@ def test_rouge_l_hand_computed() -> None:
 
 
 def test_rouge_empty_prediction_is_zero() -> None:
-    assert rouge_score("", "the cat sat") == 0.0
-    assert rouge_score("   ", "the cat sat") == 0.0
+    for metric in (rouge_score, rouge_score_google):
+        assert metric("", "the cat sat") == 0.0
+        assert metric("   ", "the cat sat") == 0.0
+    assert rouge_score("...", "the cat sat") == 0.0  # rouge raises "Hypothesis is empty" -> 0
+
+
+def test_rouge_is_longbench_rouge_package_with_its_quirks() -> None:
+    from rouge import Rouge
+
+    # case and attached punctuation count: "The" != "the", "mat." != "mat"
+    assert rouge_score("The cat sat on the mat.", "the cat sat on the mat") < 1.0
+    assert rouge_score_google("The cat sat on the mat.", "the cat sat on the mat") == pytest.approx(1.0)
+    pred, gold = "the cat sat. the dog ran.", "the dog ran. the cat sat."
+    assert rouge_score(pred, gold) == Rouge().get_scores([pred], [gold], avg=True)["rouge-l"]["f"]
 
 
 def test_score_example_takes_max_over_ground_truths() -> None:
@@ -91,11 +106,14 @@ def test_scorer_mean_times_100_rounded() -> None:
 
 
 def test_scorer_uses_rouge_for_summaries() -> None:
-    # ROUGE-L F = 5/6 (see test_rouge_l_hand_computed) -> 83.33; with qa_f1 it would be
-    # [cat, sat, on, mat] vs [cat, lay, on, mat]: 3 common, P = R = 3/4 -> 75.0
+    # rouge-score ROUGE-L F = 5/6 (see test_rouge_score_google_hand_computed) -> 83.33; with qa_f1 it
+    # would be [cat, sat, on, mat] vs [cat, lay, on, mat]: 3 common, P = R = 3/4 -> 75.0
     preds, golds = ["The cat sat on the mat"], [["the cat lay on the mat"]]
-    assert scorer("govreport", preds, golds) == 83.33
+    assert scorer("govreport", preds, golds, summarization_metric="rouge-score") == 83.33
+    assert scorer("govreport", preds, golds) == round(100 * rouge_score(preds[0], golds[0][0]), 2) != 83.33
     assert scorer("hotpotqa", preds, golds) == 75.0
+    with pytest.raises(ValueError, match="summarization_metric"):
+        scorer("qmsum", preds, golds, summarization_metric="bleu")
 
 
 def test_task_metric_map_covers_both_names() -> None:
@@ -103,6 +121,80 @@ def test_task_metric_map_covers_both_names() -> None:
     summ = {"govreport", "gov_report", "qmsum", "multinews", "multi_news"}
     assert {t for t, m in TASK_METRICS.items() if m is qa_f1_score} == qa
     assert {t for t, m in TASK_METRICS.items() if m is rouge_score} == summ
+
+
+# ----------------------------------------------------------------------------- equality with LongBench's code
+
+_SENTENCES = [
+    "The Government Accountability Office reviewed the agency's spending on information technology.",
+    "It found that 12 of the 24 major projects were over budget, some by more than 40 percent.",
+    "Officials said the delays were caused by changing requirements and staff turnover.",
+    "The committee asked whether the new oversight board would meet before the end of the year.",
+    "Dr. Smith, the project manager, disagreed: she argued that the U.S. contracts were well run!",
+    "Meanwhile, the marketing team presented a remote control design with a rubber case.",
+    "Analysts expect revenue to grow, although costs (mainly fuel) rose sharply in 2019.",
+    "The meeting ended with a decision to test the prototype on the users next week.",
+]
+
+
+def _pairs(rng) -> list[tuple[str, list[str]]]:
+    """Prediction / answers pairs covering the cases LongBench's rouge package treats specially."""
+    gold = " ".join(_SENTENCES)
+    shuffled = _SENTENCES[:]
+    rng.shuffle(shuffled)
+    long_pred = " ".join(rng.choice(_SENTENCES) for _ in range(40))  # a long (repetitive) summary
+    words = gold.split()
+    return [
+        (gold, [gold]),  # identical
+        (" ".join(shuffled), [gold]),  # shuffled sentences
+        (" ".join(_SENTENCES[:3] * 4), [gold]),  # repeated sentences
+        (gold.upper(), [gold]),  # case
+        (gold.replace(".", "").replace(",", ""), [gold]),  # punctuation removed (one "sentence")
+        (gold.replace(" ", "  ").replace(".", " ."), [gold]),  # spacing / detached punctuation
+        (long_pred, [gold, " ".join(shuffled[:2])]),  # long prediction, several answers
+        (" ".join(rng.sample(words, len(words) // 2)), [gold]),  # shuffled words
+        ("", [gold]),  # empty prediction
+        ("   \n ", [gold]),  # whitespace only
+        ("...", [gold]),  # punctuation only
+        ("The U.S.", ["the US", "United States"]),  # short QA-style answers
+        ("In 2019, fuel costs rose.", ["fuel (costs) rose in 2019"]),
+        ("Dr. Smith", ["Smith"]),
+        ("an answer", ["the answer", "An Answer!"]),
+        ("yes yes yes", ["yes"]),
+    ]
+
+
+@pytest.mark.parametrize(
+    "longbench_name", ["narrativeqa", "qasper", "hotpotqa", "2wikimqa", "musique", "gov_report", "qmsum", "multi_news"]
+)
+def test_scores_equal_longbench_code(longbench_name: str) -> None:
+    """Per pair and per task average, our score == LongBench's metrics.py/eval.py, to 2 decimals."""
+    import random
+
+    import longbench_reference as ref
+
+    from hf_context_synthesis.longbench import canonical_task
+
+    pairs = _pairs(random.Random(longbench_name))
+    ours_task = canonical_task(longbench_name)
+    for pred, answers in pairs:
+        expected = max([0.0] + [ref.dataset2metric[longbench_name](pred, a, all_classes=None) for a in answers])
+        got = score_example(ours_task, pred, answers)
+        assert round(100 * got, 2) == round(100 * expected, 2), (pred[:60], answers[0][:60])
+    preds, golds = [p for p, _ in pairs], [a for _, a in pairs]
+    assert scorer(ours_task, preds, golds) == ref.scorer(longbench_name, preds, golds, None)
+    assert scorer(longbench_name, preds, golds) == ref.scorer(longbench_name, preds, golds, None)
+
+
+def test_rouge_score_option_differs_from_longbench() -> None:
+    """The rouge-score option is really another number on these pairs (why it is not the default)."""
+    import random
+
+    import longbench_reference as ref
+
+    pairs = _pairs(random.Random(0))
+    preds, golds = [p for p, _ in pairs], [a for _, a in pairs]
+    assert scorer("qmsum", preds, golds, summarization_metric="rouge-score") != ref.scorer("qmsum", preds, golds, None)
 
 
 def test_scorer_errors() -> None:
