@@ -271,3 +271,14 @@ def test_refused_credentials_and_a_bad_tokenizer_stop_before_any_request(fault_s
             synthesize_rows(_config(fault_seeds, srv.url, tmp_path, generator_model="org/m", endpoint_token="right-token",
                                     tokenizer=str(empty)), datasets_cache_dir=str(tmp_path))
         assert srv.stats().generation_requests == 0
+
+
+def test_text_api_against_an_openai_only_server_stops_the_run_after_one_request(fault_seeds, tmp_path, tiny_model_dir):
+    from hf_context_synthesis.backends.errors import EndpointRouteError
+
+    with FakeTGIServer(protocol="openai", error_style="fastapi") as srv:
+        with pytest.raises(EndpointRouteError, match="use api='chat'"):
+            synthesize_rows(_config(fault_seeds, srv.url, tmp_path, api="text", tokenizer=tiny_model_dir,
+                                    max_concurrency=1), datasets_cache_dir=str(tmp_path))
+        posts = {k: n for k, n in srv.stats().per_route.items() if k.startswith("POST")}
+    assert posts == {"POST /": 1}
