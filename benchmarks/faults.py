@@ -179,7 +179,8 @@ def describe(run: dict[str, Any], seed_ids: list[str]) -> None:
     if report.flagged_reasons:
         print(f"flagged              : {report.flagged_reasons}")
     print(f"server faults        : {run['faults']} outages={run['outages']} generation requests={run['requests']}")
-    print(f"backend retries      : {report.retried}")
+    print(f"retries              : {report.retried} = {report.transport_retries} transport retries "
+          f"+ {report.regenerated} regenerations ({report.requests} requests, {report.attempts} attempts)")
     print(f"generation phase     : {run['generation_s']:.1f} s  -> {n / run['generation_s']:.1f} seeds/s")
     print(f"with composition     : {run['total_s']:.1f} s  -> {n / run['total_s']:.1f} seeds/s")
 
