@@ -282,3 +282,13 @@ def test_text_api_against_an_openai_only_server_stops_the_run_after_one_request(
                                     max_concurrency=1), datasets_cache_dir=str(tmp_path))
         posts = {k: n for k, n in srv.stats().per_route.items() if k.startswith("POST")}
     assert posts == {"POST /": 1}
+
+
+def test_a_cached_dataset_loads_while_the_server_is_down_given_generator_model(fault_seeds, tmp_path):
+    kw = dict(seed=str(fault_seeds), num_distractors=2, progress=False, split="train", cache_dir=str(tmp_path / "ds"),
+              generation_cache_dir=str(tmp_path / "gen"))
+    with FakeTGIServer(model_id="org/m") as srv:
+        url = srv.url
+        first = datasets.load_dataset("context_synthesis", endpoint=url, **kw)  # model discovered: org/m
+    again = datasets.load_dataset("context_synthesis", endpoint=url, generator_model="org/m", **kw)  # server gone
+    assert again.to_list() == first.to_list() and set(again["generator"]) == {"org/m"}
