@@ -74,7 +74,8 @@ class PackingConfig:
     """How examples are tokenized, truncated, packed and collated.
 
     Attributes:
-        max_length: Tokens per packed row (and the longest example kept).
+        max_length: Tokens per packed row (the micro-batch token budget; also the longest example kept
+            unless ``max_example_length`` is set).
         truncation: Shorten over-long examples (distractors first, see
             :mod:`hf_context_synthesis.truncation`) instead of dropping them.
         loss_weighting: ``"token"``: the mean over all answer tokens of the batch (TRL's default
@@ -82,7 +83,17 @@ class PackingConfig:
             equally whatever its answer length (the collator adds ``loss_weights``, see
             :func:`longalign_loss`).
         return_flash_kwargs: Add ``cu_seq_lens_q/k`` and ``max_length_q/k`` to batches (flash
-            attention's variable-length kernel then skips deriving them from ``position_ids``).
+            attention's variable-length kernel then skips deriving them from ``position_ids``; eager,
+            sdpa and flex attention ignore them). On by default, as in TRL's padding-free collator.
+        max_example_length: Longest example kept (longer ones are truncated or dropped); ``None``:
+            ``max_length``. A row budget larger than the example cap (e.g. examples <= 32k packed into
+            64k rows) fills rows better.
+        row_order: ``"shuffle"``: rows in a seeded random order; ``"balanced"``: global steps of rows
+            of similar attention cost, spread evenly over the ranks (:mod:`hf_context_synthesis.balancing`;
+            applied by :func:`~hf_context_synthesis.training.build_trainer`, which knows the ranks).
+        attention_length: Example length at which attention costs as much as the linear layers, in
+            the row cost ``Σlen + Σlen²/attention_length`` used by ``row_order="balanced"`` and the
+            balance ratio.
         shuffle_seed: Seed of the order of the packed rows (``None`` keeps BFD's order, longest
             first). For a streaming dataset the rows of each buffer are shuffled.
         stream_buffer_size: Examples packed together at a time when the dataset is an
@@ -93,18 +104,34 @@ class PackingConfig:
     max_length: int = 32768
     truncation: bool = True
     loss_weighting: str = "token"
-    return_flash_kwargs: bool = False
+    return_flash_kwargs: bool = True
     shuffle_seed: int | None = 0
     stream_buffer_size: int = 1000
     num_proc: int | None = None
+    max_example_length: int | None = None
+    row_order: str = "shuffle"
+    attention_length: int = 32768
 
     def __post_init__(self) -> None:
         if self.max_length <= 0:
             raise ValueError(f"PackingConfig.max_length must be positive, got {self.max_length}")
+        if self.max_example_length is not None and not 0 < self.max_example_length <= self.max_length:
+            raise ValueError(
+                f"PackingConfig.max_example_length must be in (0, max_length={self.max_length}], got {self.max_example_length}"
+            )
+        if self.row_order not in ("shuffle", "balanced"):
+            raise ValueError(f"PackingConfig.row_order must be 'shuffle' or 'balanced', got {self.row_order!r}")
+        if self.attention_length <= 0:
+            raise ValueError(f"PackingConfig.attention_length must be positive, got {self.attention_length}")
         if self.loss_weighting not in ("token", "example"):
             raise ValueError(f"PackingConfig.loss_weighting must be 'token' or 'example', got {self.loss_weighting!r}")
         if self.stream_buffer_size <= 0:
             raise ValueError(f"PackingConfig.stream_buffer_size must be positive, got {self.stream_buffer_size}")
+
+    @property
+    def example_cap(self) -> int:
+        """The longest example kept: ``max_example_length`` or ``max_length``."""
+        return self.max_example_length or self.max_length
 
 
 @dataclass
@@ -119,6 +146,13 @@ class PackingStats:
         real_tokens: Tokens of the kept examples.
         row_tokens: Sum of the row lengths (rows are not padded, so equal to ``real_tokens``).
         max_length: Row capacity.
+        num_padding_rows: Rows without loss tokens appended so every rank gets the same number of
+            batches (see :func:`arrange_rows`); they carry one pad token each and change no loss.
+        num_ranks: Ranks the rows were arranged for (0: not arranged).
+        balance_ratio: ``mean/max`` of per-rank row cost per global step in the training order
+            (:func:`hf_context_synthesis.balancing.balance_ratio`), for ``num_ranks``; ``None`` if not arranged.
+        scope: ``"global"``: counts over the whole dataset; ``"rank"``: a streaming dataset's counts of
+            what this process packed.
     """
 
     num_examples: int = 0
@@ -128,6 +162,10 @@ class PackingStats:
     real_tokens: int = 0
     row_tokens: int = 0
     max_length: int = 0
+    num_padding_rows: int = 0
+    num_ranks: int = 0
+    balance_ratio: float | None = None
+    scope: str = "global"
 
     @property
     def efficiency(self) -> float:
@@ -146,6 +184,10 @@ class PackingStats:
             "row_tokens": self.row_tokens,
             "max_length": self.max_length,
             "efficiency": round(self.efficiency, 6),
+            "num_padding_rows": self.num_padding_rows,
+            "num_ranks": self.num_ranks,
+            "balance_ratio": None if self.balance_ratio is None else round(self.balance_ratio, 6),
+            "scope": self.scope,
         }
 
 
@@ -379,7 +421,7 @@ def pack_tokenized_dataset(
 
 
 def get_packing_stats(dataset: Any, max_length: int | None = None) -> PackingStats | None:
-    """The :class:`PackingStats` of a dataset returned by :func:`prepare_packed_dataset`.
+    """The :class:`PackingStats` of a dataset returned by :func:`prepare_packed_dataset` or :func:`arrange_rows`.
 
     For a dataset without the attribute (transformed copies), the stats are recomputed from its
     ``seq_lengths`` column when ``max_length`` is given (truncation/drop counts are then unknown: 0).
@@ -395,6 +437,113 @@ def get_packing_stats(dataset: Any, max_length: int | None = None) -> PackingSta
     return PackingStats(
         num_examples=int(flat.size), num_rows=len(dataset), real_tokens=real, row_tokens=real, max_length=max_length
     )
+
+
+def _seq_lengths_of(dataset: datasets.Dataset) -> list[np.ndarray]:
+    col = _list_column(dataset.with_format("arrow")[:], "seq_lengths")
+    offsets = col.offsets.to_numpy(zero_copy_only=False)
+    flat = col.flatten().to_numpy(zero_copy_only=False).astype(np.int64)
+    return [flat[offsets[i] : offsets[i + 1]] for i in range(len(col))]
+
+
+def balance_report(
+    dataset: datasets.Dataset,
+    num_ranks: int = 8,
+    rows_per_batch: int = 1,
+    gradient_accumulation_steps: int = 1,
+    attention_length: int = 32768,
+    seed: int | None = 0,
+) -> dict[str, float]:
+    """Balance ratios (``mean/max`` per-rank row cost per global step) of packed rows at ``num_ranks``.
+
+    ``"as_is"``: the dataset's own order, as a sequential sampler would feed it; ``"shuffled"``: a
+    seeded random order (what the Trainer's default random sampler does); ``"balanced"``:
+    :func:`hf_context_synthesis.balancing.balanced_order`.
+    """
+    from .balancing import balance_ratio, balanced_order, order_costs, row_costs
+
+    costs = row_costs(_seq_lengths_of(dataset), attention_length)
+    args = (num_ranks, rows_per_batch, gradient_accumulation_steps)
+    perm = np.random.default_rng(seed).permutation(len(costs))
+    return {
+        "as_is": balance_ratio(costs, *args),
+        "shuffled": balance_ratio(costs[perm], *args),
+        "balanced": balance_ratio(order_costs(balanced_order(costs, *args, seed=seed), costs), *args),
+    }
+
+
+def arrange_rows(
+    dataset: datasets.Dataset,
+    num_ranks: int,
+    rows_per_batch: int = 1,
+    gradient_accumulation_steps: int = 1,
+    *,
+    row_order: str = "shuffle",
+    pad_token_id: int = 0,
+    attention_length: int = 32768,
+    seed: int | None = 0,
+) -> datasets.Dataset:
+    """Order packed rows for ``num_ranks`` data-parallel ranks and pad them to whole global steps.
+
+    Accelerate hands out batches round-robin, and when the batches do not divide by the ranks it
+    re-feeds the first rows to the last ranks, so some examples would be trained twice an epoch. Here
+    the row count is padded, by design, to a multiple of ``num_ranks * rows_per_batch *
+    gradient_accumulation_steps`` with *padding rows*: one pad token, label ``-100``, no loss and no
+    example (``PackingStats.num_padding_rows`` reports them). Every example is then trained exactly
+    once per epoch, on exactly one rank.
+
+    ``row_order="balanced"`` reorders the rows with
+    :func:`hf_context_synthesis.balancing.balanced_order` (train them with a sequential sampler, as
+    :func:`~hf_context_synthesis.training.build_trainer` does); ``"shuffle"`` keeps the order. The
+    result's stats carry ``num_ranks`` and the ``balance_ratio`` of the resulting order.
+    """
+    from .balancing import balance_ratio, balanced_order, order_costs, row_costs
+
+    if row_order not in ("shuffle", "balanced"):
+        raise ValueError(f"row_order must be 'shuffle' or 'balanced', got {row_order!r}")
+    stats = get_packing_stats(dataset)
+    stats = replace(stats) if stats is not None else PackingStats(num_rows=len(dataset))
+    costs = row_costs(_seq_lengths_of(dataset), attention_length) if len(dataset) else np.zeros(0)
+    per_step = num_ranks * rows_per_batch * gradient_accumulation_steps
+    if row_order == "balanced":
+        order = balanced_order(costs, num_ranks, rows_per_batch, gradient_accumulation_steps, seed=seed)
+    else:
+        order = np.arange(len(dataset), dtype=np.int64)
+        order = np.concatenate([order, np.full((-order.size) % per_step, -1, dtype=np.int64)])
+    n_pad = int((order < 0).sum())
+    table = dataset.with_format("arrow")[:].select(list(PACKED_FEATURES))
+    if n_pad:
+        pad_rows = pa.table(
+            {
+                "input_ids": pa.array([[pad_token_id]] * n_pad, type=pa.list_(pa.int32())),
+                "labels": pa.array([[IGNORE_INDEX]] * n_pad, type=pa.list_(pa.int32())),
+                "position_ids": pa.array([[0]] * n_pad, type=pa.list_(pa.int32())),
+                "seq_lengths": pa.array([[1]] * n_pad, type=pa.list_(pa.int32())),
+            }
+        ).cast(table.schema)
+        table = pa.concat_tables([table, pad_rows])
+        take = np.where(order >= 0, order, len(dataset) + np.cumsum(order < 0) - 1)
+    else:
+        take = order
+    if row_order == "balanced" or n_pad:
+        table = table.take(pa.array(take))
+    source = getattr(dataset, "_fingerprint", None) or str(id(dataset))
+    key = f"{source}|arrange|{num_ranks}|{rows_per_batch}|{gradient_accumulation_steps}|{row_order}|{seed}|{attention_length}"
+    out = datasets.Dataset(
+        datasets.table.InMemoryTable(table), fingerprint=hashlib.sha256(key.encode()).hexdigest()[:16]
+    )
+    stats.num_padding_rows = n_pad
+    stats.num_ranks = num_ranks
+    stats.balance_ratio = balance_ratio(
+        order_costs(order, costs), num_ranks, rows_per_batch, gradient_accumulation_steps
+    )
+    out.packing_stats = stats  # type: ignore[attr-defined]
+    if n_pad:
+        logger.info(
+            "%d padding rows (no loss tokens) added so %d rows fill whole steps of %d ranks x %d rows",
+            n_pad, len(dataset), num_ranks, per_step // num_ranks,
+        )
+    return out
 
 
 def _is_tokenized(names: Sequence[str] | None) -> bool:
@@ -433,12 +582,12 @@ def prepare_packed_dataset(
     if _is_tokenized(dataset.column_names):
         tokenized = dataset
         lengths = _list_lengths(_list_column(dataset.with_format("arrow")[:], "input_ids"))
-        keep = np.nonzero(lengths <= config.max_length)[0]
+        keep = np.nonzero(lengths <= config.example_cap)[0]
         if keep.size < len(dataset):
             logger.warning(
-                "%d pre-tokenized examples are longer than max_length=%d and are dropped",
+                "%d pre-tokenized examples are longer than the example cap %d and are dropped",
                 len(dataset) - keep.size,
-                config.max_length,
+                config.example_cap,
             )
             tokenized = dataset.select(keep)
     else:
@@ -450,7 +599,7 @@ def prepare_packed_dataset(
             batch_size=64,
             remove_columns=dataset.column_names,
             features=TOKENIZED_FEATURES,
-            fn_kwargs={"tokenizer": tokenizer, "max_length": config.max_length, "truncation": config.truncation},
+            fn_kwargs={"tokenizer": tokenizer, "max_length": config.example_cap, "truncation": config.truncation},
             num_proc=config.num_proc,
             desc="Tokenizing",
         )
@@ -458,7 +607,7 @@ def prepare_packed_dataset(
     stats.num_dropped = len(dataset) - len(tokenized)
     if stats.num_dropped and not len(tokenized):  # else TRL's trainer ends in a bare StopIteration
         raise ValueError(
-            f"all {len(dataset)} examples are longer than max_length={config.max_length} tokens and none could be "
+            f"all {len(dataset)} examples are longer than max_length={config.example_cap} tokens and none could be "
             f"shortened to fit{'' if config.truncation else ' (truncation is off)'}: nothing is left to train on. "
             f"Raise max_length, or compose shorter examples (fewer num_distractors, target_tokens <= max_length)"
         )
@@ -494,7 +643,7 @@ def _prepare_streaming(
     tokenized_input = _is_tokenized(names)
     if not tokenized_input and "messages" not in names:
         raise ValueError(f"dataset: expected a 'messages' column (composed rows); got {names}")
-    stats = PackingStats(max_length=config.max_length)
+    stats = PackingStats(max_length=config.max_length, scope="rank")
     state = {"buffer": 0}
 
     def pack_buffer(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
@@ -502,10 +651,10 @@ def _prepare_streaming(
         stats.num_examples += n
         if tokenized_input:
             tok = {"input_ids": batch["input_ids"], "labels": batch.get("labels", batch["input_ids"])}
-            keep = [i for i, ids in enumerate(tok["input_ids"]) if len(ids) <= config.max_length]
+            keep = [i for i, ids in enumerate(tok["input_ids"]) if len(ids) <= config.example_cap]
             tok = {k: [v[i] for i in keep] for k, v in tok.items()}
         else:
-            tok = _tokenize_batch(batch, tokenizer, config.max_length, config.truncation)
+            tok = _tokenize_batch(batch, tokenizer, config.example_cap, config.truncation)
             stats.num_truncated += int(sum(tok.pop("truncated")))
         kept = len(tok["input_ids"])
         stats.num_dropped += n - kept
@@ -553,9 +702,9 @@ class PackedDataCollator:
     * with ``return_flash_kwargs``: ``cu_seq_lens_q`` / ``cu_seq_lens_k`` (int32 cumulative example
       boundaries ``[0, l0, l0+l1, ..., total]``) and ``max_length_q`` / ``max_length_k`` (int, the
       longest example);
-    * with ``loss_weighting="example"``: ``loss_weights`` (float32, shape of ``labels``), ``1 / (K N_k)``
-      on the ``N_k`` answer tokens of each of the ``K`` examples with answer tokens, 0 elsewhere
-      (see :func:`longalign_loss`).
+    * with ``loss_weighting="example"``: ``loss_weights`` (float32, shape of ``labels``), ``1 / N_k``
+      on the ``N_k`` answer tokens of each example, 0 elsewhere; the trainer divides the weighted sum by
+      the number of examples in the global batch (see :func:`longalign_loss`).
 
     ``pad_to_multiple_of`` appends pad tokens (labels ``-100``, position ids from 0, i.e. their own
     segment, also in ``cu_seq_lens``) so the length is a multiple of it.
@@ -633,11 +782,12 @@ class PackedDataCollator:
 
 
 def example_loss_weights(labels: np.ndarray, seq_lengths: Sequence[int]) -> np.ndarray:
-    """LongAlign per-token weights for one concatenated sequence: ``1 / (K N_k)`` on answer tokens.
+    """LongAlign per-token weights for one concatenated sequence: ``1 / N_k`` on answer tokens.
 
     ``seq_lengths`` split ``labels`` into examples (a trailing remainder, such as padding, is one more
-    segment). ``N_k`` counts the labels ``!= -100`` of example ``k`` and ``K`` the examples with
-    ``N_k > 0``; the weights sum to 1 (0 everywhere when no example has an answer token).
+    segment). ``N_k`` counts the labels ``!= -100`` of example ``k``; each example with answer tokens
+    gets weights summing to 1, so the weights of a batch sum to the number of its examples with answer
+    tokens (the trainer divides by that count over the whole global batch, see :func:`longalign_loss`).
     """
     labels = np.asarray(labels).reshape(-1)
     bounds = np.concatenate([[0], np.cumsum(np.asarray(seq_lengths, dtype=np.int64))])
@@ -646,26 +796,31 @@ def example_loss_weights(labels: np.ndarray, seq_lengths: Sequence[int]) -> np.n
     valid = labels != IGNORE_INDEX
     seg = np.repeat(np.arange(len(bounds) - 1), np.diff(bounds))
     n_k = np.bincount(seg[valid], minlength=len(bounds) - 1).astype(np.float64)
-    k = int((n_k > 0).sum())
     weights = np.zeros(labels.size, dtype=np.float32)
-    if k:
-        per = np.where(n_k > 0, 1.0 / (k * np.maximum(n_k, 1)), 0.0)
-        weights[valid] = per[seg[valid]].astype(np.float32)
+    per = np.where(n_k > 0, 1.0 / np.maximum(n_k, 1), 0.0)
+    weights[valid] = per[seg[valid]].astype(np.float32)
     return weights
 
 
-def longalign_loss(logits: Any, labels: Any, loss_weights: Any | None = None) -> Any:
-    """Shifted causal-LM cross-entropy with per-token weights (LongAlign's per-example loss weighting).
+def count_weighted_sequences(loss_weights: Any) -> int:
+    """Examples with answer tokens in a batch: the sum of its ``1 / N_k`` weights, rounded."""
+    return int(round(float(loss_weights.sum())))
 
-    With ``w`` from :class:`PackedDataCollator` (``loss_weighting="example"``), the loss is::
 
-        L = (1/K) * sum_k (1/N_k) * sum_{t in answer tokens of example k} CE_t
+def longalign_loss(logits: Any, labels: Any, loss_weights: Any | None = None, num_sequences: Any | None = None) -> Any:
+    """Shifted causal-LM cross-entropy with LongAlign's per-example weighting (a reference implementation).
 
-    over the ``K`` examples of the batch with answer tokens (``N_k`` answer tokens each), i.e. every
-    example counts equally whatever its answer length. Computed as ``sum_t w_t * CE_t`` with the
-    logits at ``t-1`` predicting the label at ``t`` (weights and labels shifted like the labels).
-    With ``loss_weights=None`` it is the plain mean over all answer tokens (``"token"`` weighting).
-    Positions with label ``-100`` never contribute. The cross-entropy is computed in float32.
+    With ``w = 1/N_k`` on the answer tokens of example ``k`` (:class:`PackedDataCollator`,
+    ``loss_weighting="example"``), the loss is LongAlign's Eq. 2::
+
+        L = (1/M) * sum_k (1/N_k) * sum_{t in answer tokens of example k} CE_t
+
+    where ``M`` is ``num_sequences`` (in training: the examples with answer tokens in the whole global
+    batch, over gradient accumulation and ranks, see ``ContextSynthesisSFTTrainer``) or, when ``None``,
+    the examples of this batch (``w.sum()``). The logits at ``t-1`` predict the label at ``t``. With
+    ``loss_weights=None`` it is the plain mean over all answer tokens (``"token"`` weighting). Positions
+    with label ``-100`` never contribute. This function takes full logits; training computes the same
+    sum from TRL's chunked log-probabilities and never materialises the ``[tokens, vocab]`` logits.
     """
     import torch
     import torch.nn.functional as F
@@ -679,4 +834,5 @@ def longalign_loss(logits: Any, labels: Any, loss_weights: Any | None = None) ->
     if loss_weights is None:
         return ce.sum() / valid.sum().clamp(min=1)
     w = loss_weights[..., 1:].to(ce.device, torch.float32).reshape(-1)
-    return (ce * w * valid).sum()
+    m = loss_weights.sum() if num_sequences is None else num_sequences
+    return (ce * w * valid).sum() / torch.as_tensor(m, dtype=torch.float32, device=ce.device).clamp(min=1e-12)

@@ -101,7 +101,23 @@ class TrainingJobArguments:
         metadata={"help": "Examples longer than max_length lose distractor documents first (else they are dropped)."},
     )
     return_flash_kwargs: bool = field(
-        default=False, metadata={"help": "Add cu_seq_lens/max_length kwargs to batches (flash-attention kernels)."}
+        default=True,
+        metadata={"help": "Add cu_seq_lens/max_length kwargs to batches (flash-attention kernels; ignored by others)."},
+    )
+    row_order: str = field(
+        default="shuffle",
+        metadata={
+            "help": "'shuffle': packed rows in random order; 'balanced': global steps of rows of similar attention "
+            "cost, spread evenly over the ranks (Hierarchical Balance Packing style; sequential sampler).",
+            "choices": ["shuffle", "balanced"],
+        },
+    )
+    max_example_length: int | None = field(
+        default=None,
+        metadata={
+            "help": "Longest example kept (truncated beyond); rows hold max_length tokens. None: max_length. "
+            "E.g. examples <= 32768 packed into max_length=65536 rows fill rows better."
+        },
     )
     shuffle_seed: int | None = field(
         default=0, metadata={"help": "Seed for shuffling examples before packing (None keeps the order)."}
@@ -128,11 +144,14 @@ class TrainingJobArguments:
     def __post_init__(self) -> None:
         if self.loss_weighting not in ("token", "example"):
             raise ValueError(f"loss_weighting must be 'token' or 'example', got {self.loss_weighting!r}")
+        if self.row_order not in ("shuffle", "balanced"):
+            raise ValueError(f"row_order must be 'shuffle' or 'balanced', got {self.row_order!r}")
         if self.probe_every_steps < 0 or self.probe_examples < 0:
             raise ValueError("probe_every_steps and probe_examples must be >= 0")
 
-    def packing_config(self, max_length: int):
-        """The :class:`~hf_context_synthesis.packing.PackingConfig` of this job."""
+    def packing_config(self, max_length: int, num_proc: int | None = None):
+        """The :class:`~hf_context_synthesis.packing.PackingConfig` of this job (``num_proc``: tokenization
+        processes, from ``SFTConfig.dataset_num_proc``)."""
         from .packing import PackingConfig
 
         return PackingConfig(
@@ -141,6 +160,9 @@ class TrainingJobArguments:
             loss_weighting=self.loss_weighting,
             return_flash_kwargs=self.return_flash_kwargs,
             shuffle_seed=self.shuffle_seed,
+            row_order=self.row_order,
+            max_example_length=self.max_example_length,
+            num_proc=num_proc,
         )
 
 
@@ -150,6 +172,17 @@ def _bf16_supported() -> bool:
 
         return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
     except Exception:  # pragma: no cover - broken CUDA setups
+        return False
+
+
+def _multi_process_without_cuda() -> bool:
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1 or os.environ.get("LOCAL_RANK") is None:
+        return False
+    try:
+        import torch
+
+        return not torch.cuda.is_available()
+    except Exception:  # pragma: no cover
         return False
 
 
@@ -172,6 +205,11 @@ def default_sft_config(output_dir: str, **overrides: Any) -> trl.SFTConfig:
     if overrides.get("activation_checkpointing") is None:
         overrides["activation_checkpointing"] = True if legacy is None else bool(legacy)
     overrides["gradient_checkpointing"] = None
+    if "use_cpu" not in overrides and _multi_process_without_cuda():
+        # accelerate's --multi_gpu on a machine without CUDA starts the processes but each trains alone
+        # (DistributedType.NO); use_cpu=True makes them one gloo DDP job
+        logger.info("%s processes launched and no CUDA: use_cpu=True (gloo DDP)", os.environ.get("WORLD_SIZE"))
+        overrides["use_cpu"] = True
     kwargs: dict[str, Any] = {
         "output_dir": output_dir,
         "dataset_kwargs": {"skip_prepare_dataset": True},
@@ -212,31 +250,69 @@ class ContextSynthesisSFTTrainer(trl.SFTTrainer):
         self.context_synthesis_info = {}
         self.callback_handler.callbacks.insert(0, _SummaryCallback(self))
 
+    def _get_num_items_in_batch(self, batch_samples: list, device: Any) -> Any:
+        """With ``loss_weights`` (LongAlign weighting): the examples with answer tokens in the whole global
+        batch, summed over the gradient-accumulation micro-batches and gathered over the ranks (LongAlign's
+        ``M``, passed on to :meth:`compute_loss` as ``num_items_in_batch``, the way transformers passes its
+        token count). Otherwise transformers' own count."""
+        if not batch_samples or not isinstance(batch_samples[0], dict) or "loss_weights" not in batch_samples[0]:
+            return super()._get_num_items_in_batch(batch_samples, device)
+        import torch
+
+        from .packing import count_weighted_sequences
+
+        local = sum(count_weighted_sequences(b["loss_weights"]) for b in batch_samples)
+        count = torch.tensor(local, dtype=torch.float32, device=device)
+        if self.args.world_size > 1:
+            count = self.accelerator.gather(count.reshape(1)).sum()
+        return count
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: D102
         weights = inputs.pop("loss_weights", None) if isinstance(inputs, dict) else None
         if weights is None:
             return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
-        from .packing import longalign_loss
+        import torch
 
-        labels = inputs["labels"]
-        model_inputs = {k: v for k, v in inputs.items() if k != "labels"}
-        model_inputs["use_cache"] = False
-        outputs = model(**model_inputs)
-        loss = longalign_loss(outputs.logits, labels, weights)
-        # Trainer divides by the accumulation steps only when the loss is not already normalised by
-        # num_items_in_batch; this loss is a per-batch mean, so scale it here in the other case.
-        if self.model.training:
+        # LongAlign (Eq. 2): L = (1/M) * sum_k (1/N_k) * sum_{answer tokens t of k} CE_t, M = examples in the
+        # global batch. TRL's fused LM head gives per-token log-probs from chunked logits (no [tokens, vocab]
+        # fp32 tensor) plus the entropy / top-1 figures behind TRL's metrics.
+        mode = "train" if self.model.training else "eval"
+        inputs["use_cache"] = False
+        outputs = model(**inputs, fused_lm_head=True)
+        w = weights[..., 1:].to(outputs.log_probs.device, torch.float32)
+        weighted = -(outputs.log_probs.float() * w).sum()
+        if num_items_in_batch is not None and mode == "train":
+            loss = weighted / torch.as_tensor(num_items_in_batch, dtype=torch.float32, device=weighted.device).clamp(min=1)
+            # M counts every rank's examples and DDP/FSDP/DeepSpeed average the gradients over the ranks
+            loss = loss * self.accelerator.num_processes
+            # M already spans the accumulation steps: undo the Trainer's division when it will divide
             scaled = self.loss_is_scaled_for_ga
             if scaled is None:
-                scaled = (self.model_accepts_loss_kwargs and num_items_in_batch is not None) or (
-                    self.compute_loss_func is not None
-                )
-            if scaled:
-                loss = loss / self.current_gradient_accumulation_steps
-            if "position_ids" in inputs and hasattr(self, "_total_train_tokens"):
-                self._total_train_tokens += int(inputs["position_ids"].numel())
-                self._metrics["train"]["num_tokens"] = [self._total_train_tokens]
+                scaled = self.model_accepts_loss_kwargs or self.compute_loss_func is not None
+            if not scaled:
+                loss = loss * self.current_gradient_accumulation_steps
+        else:  # evaluation: the mean over this batch's examples
+            loss = weighted / w.sum().clamp(min=1)
+        self._log_fused_metrics(mode, inputs, outputs)
         return (loss, outputs) if return_outputs else loss
+
+    def _log_fused_metrics(self, mode: str, inputs: dict[str, Any], outputs: Any) -> None:
+        """TRL's ``entropy``, ``mean_token_accuracy`` and global ``num_tokens``, gathered over the ranks."""
+        import torch
+
+        gather = self.accelerator.gather_for_metrics
+        num_valid = gather(outputs.label_mask.sum().reshape(1)).sum()
+        if outputs.entropy is not None:
+            entropy = gather(outputs.entropy.detach().float().sum().reshape(1)).sum()
+            self._metrics[mode]["entropy"].append((entropy / num_valid).item() if num_valid > 0 else 0.0)
+        if outputs.is_top1 is not None:
+            correct = gather(outputs.is_top1.float().sum().reshape(1)).sum()
+            self._metrics[mode]["mean_token_accuracy"].append((correct / num_valid).item() if num_valid > 0 else 0.0)
+        if mode == "train":
+            pos = inputs["position_ids"]
+            local = torch.tensor([pos.size(-1)], device=pos.device)
+            self._total_train_tokens += int(gather(local).sum().item())
+            self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
 
     def training_summary(self) -> dict[str, Any]:
         """The content of :data:`SUMMARY_FILE` (base model, dataset, packing, stats, hyperparameters)."""
@@ -360,6 +436,7 @@ def build_trainer(
     packed_train, n_rows = pack(train_dataset, "train_dataset")
     packed_eval = pack(eval_dataset, "eval_dataset")[0] if eval_dataset is not None else None
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    packed_train = _arrange_for_ranks(packed_train, sft_config, packing, pad_id)
     multiple = sft_config.pad_to_multiple_of if isinstance(sft_config.pad_to_multiple_of, int) else None
     collator = PackedDataCollator(
         pad_token_id=pad_id,
@@ -384,6 +461,42 @@ def build_trainer(
     }
     _front_load_metric_callbacks(trainer)
     return trainer
+
+
+def _arrange_for_ranks(packed: Any, sft_config: trl.SFTConfig, packing: Any, pad_id: int) -> Any:
+    """Pad packed rows to whole global steps (every example once per epoch) and apply ``row_order``.
+
+    A map-style dataset is given padding rows (no loss tokens) up to a multiple of ``world_size *
+    per_device_train_batch_size * gradient_accumulation_steps`` rows, so accelerate never re-feeds rows
+    to the last ranks; with ``row_order="balanced"`` the rows are put in cost-balanced global steps and
+    the Trainer's sampler is made sequential (a random sampler would undo the arrangement).
+    """
+    import datasets
+
+    from .packing import arrange_rows
+
+    if not isinstance(packed, datasets.Dataset):
+        if getattr(packing, "row_order", "shuffle") == "balanced":
+            logger.warning("row_order='balanced' needs a map-style dataset; a streaming dataset keeps its order")
+        return packed
+    world = max(int(sft_config.world_size or 1), 1)
+    balanced = getattr(packing, "row_order", "shuffle") == "balanced"
+    if world == 1 and not balanced:
+        return packed
+    arranged = arrange_rows(
+        packed,
+        world,
+        int(sft_config.per_device_train_batch_size),
+        int(sft_config.gradient_accumulation_steps),
+        row_order=packing.row_order,
+        pad_token_id=pad_id,
+        attention_length=packing.attention_length,
+        seed=packing.shuffle_seed,
+    )
+    if balanced and sft_config.train_sampling_strategy != "sequential":
+        logger.info("row_order='balanced': train_sampling_strategy %r -> 'sequential'", sft_config.train_sampling_strategy)
+        sft_config.train_sampling_strategy = "sequential"
+    return arranged
 
 
 def _front_load_metric_callbacks(trainer: Any) -> None:
@@ -481,7 +594,7 @@ def train(job: TrainingJobArguments, sft_config: trl.SFTConfig | None = None) ->
         tokenizer,
         dataset,
         sft_config,
-        packing=job.packing_config(int(sft_config.max_length or 32768)),
+        packing=job.packing_config(int(sft_config.max_length or 32768), sft_config.dataset_num_proc),
         callbacks=callbacks,
         base_model=job.model,
         dataset_name=job.dataset,
@@ -521,9 +634,50 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
             f = copy.copy(f)  # HfArgumentParser narrows field.type in place
             f.type = hints[f.name]
             HfArgumentParser._parse_dataclass_field(group, f)
+    trl_names = parser.add_argument_group("TRL script names (aliases)")
+    trl_names.add_argument(
+        "--model_name_or_path", "--model-name-or-path", dest="model_name_or_path", help="TRL's name for --model."
+    )
+    trl_names.add_argument("--dataset_name", "--dataset-name", dest="dataset_name", help="TRL's name for --dataset.")
     for action in parser._actions[before:]:
         action.default = argparse.SUPPRESS
         action.required = False
+    for action in parser._actions:
+        if action.dest == "output_dir":
+            action.help = "TRL's name for --output (output folder)."
+        elif action.dest == "dataset_num_proc":
+            action.help = "Processes for tokenizing the data before packing (PackingConfig.num_proc)."
+
+
+#: ``SFTConfig`` settings that would turn TRL's own preparation/packing on over pre-packed rows:
+#: name -> (refused when the value is this, why).
+_PACKING_CONFLICTS: dict[str, tuple[Any, str]] = {
+    "packing": (True, "rows are packed by hf_context_synthesis (best-fit decreasing, truncation keeping the answer); "
+                "TRL's packing would pack them again and refuses the custom collator"),
+    "padding_free": (True, "PackedDataCollator is already padding-free; TRL's padding-free collator would replace it"),
+    "eval_packing": (True, "evaluation rows are packed by hf_context_synthesis too"),
+    "remove_unused_columns": (True, "the packed rows' seq_lengths/position_ids columns must reach the collator"),
+}
+
+
+def _refuse_packing_conflicts(sft_values: dict[str, Any]) -> None:
+    from .cli_args import parse_bool
+
+    for name, (bad, why) in _PACKING_CONFLICTS.items():
+        if name not in sft_values:
+            continue
+        value = sft_values[name]
+        if isinstance(value, str):
+            try:
+                value = parse_bool(value)
+            except Exception:
+                pass
+        if value == bad:
+            raise ValueError(f"train: --{name} {str(value).lower()} conflicts with the packing path: {why}")
+    kwargs = sft_values.get("dataset_kwargs")
+    if isinstance(kwargs, dict) and kwargs.get("skip_prepare_dataset") is False:
+        raise ValueError("train: dataset_kwargs skip_prepare_dataset=false conflicts with the packing path: rows are "
+                         "already tokenized and packed, TRL must not prepare them again")
 
 
 def _cli_values(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -542,13 +696,24 @@ def _cli_values(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any
             raise ValueError(f"config file {args.config}: 'env' must be a mapping")
         for key, value in env.items():
             os.environ[str(key)] = str(value)
-        unknown = sorted(k for k in config if k not in job_fields and k not in sft_fields)
+        unknown = sorted(
+            k for k in config if k not in job_fields and k not in sft_fields and k not in ("model_name_or_path", "dataset_name")
+        )
         if unknown:
             from .cli_args import unknown_names_message
 
             raise ValueError(unknown_names_message(f"config file {args.config}", unknown, sorted(job_fields | sft_fields)))
         values.update(config)
     values.update({k: v for k, v in vars(args).items() if k in job_fields or k in sft_fields})
+    for alias, name in (("model_name_or_path", "model"), ("dataset_name", "dataset"), ("output_dir", "output")):
+        given = getattr(args, alias, None) if alias != "output_dir" else values.get("output_dir")
+        if given is None and alias in values and alias != "output_dir":
+            given = values.pop(alias)
+        if given is None:
+            continue
+        if values.get(name) not in (None, given):
+            raise ValueError(f"train: --{alias} {given} and --{name} {values[name]} disagree; give one of them")
+        values[name] = given
     job = {k: v for k, v in values.items() if k in job_fields}
     sft = {k: v for k, v in values.items() if k in sft_fields and k not in job_fields}
     return job, sft
@@ -557,13 +722,12 @@ def _cli_values(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any
 def run_cli(args: argparse.Namespace) -> int:
     """Run ``context-synthesis train``: merge ``--config`` and flags, train, report where it saved."""
     job_values, sft_values = _cli_values(args)
+    _refuse_packing_conflicts(sft_values)
     job = TrainingJobArguments(**job_values)
     for name in ("model", "dataset", "output"):
         if not getattr(job, name):
             raise ValueError(f"train: --{name} is required (flag or '{name}:' key in --config)")
-    if "output_dir" in sft_values and sft_values["output_dir"] != job.output:
-        logger.warning("--output_dir %s ignored: the job writes to --output %s", sft_values["output_dir"], job.output)
-    sft_values.pop("output_dir", None)
+    sft_values.pop("output_dir", None)  # --output_dir is TRL's name for --output (_cli_values)
     sft_config = default_sft_config(job.output, **sft_values)
     trainer = train(job, sft_config)
     from .artifacts import write_training_artifacts  # trainer_state.json, model card, loss curve

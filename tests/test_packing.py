@@ -21,6 +21,7 @@ from hf_context_synthesis.packing import (  # noqa: E402
     IGNORE_INDEX,
     PackedDataCollator,
     PackingConfig,
+    count_weighted_sequences,
     example_loss_weights,
     get_packing_stats,
     longalign_loss,
@@ -193,15 +194,14 @@ def test_example_loss_weights_longalign():
     # example 0: 2 answer tokens, example 1: none, example 2: 4 answer tokens, then 2 padding tokens
     labels = np.array([-100, 5, 6, -100, -100, -100, -100, 1, 2, 3, 4, -100, -100])
     w = example_loss_weights(labels, [3, 4, 4])
-    k = 2
     assert w.dtype == np.float32 and w.shape == labels.shape
-    assert math.isclose(float(w.sum()), 1.0, rel_tol=1e-6)
-    assert np.allclose(w[[1, 2]], 1 / (k * 2)) and np.allclose(w[7:11], 1 / (k * 4))
+    assert math.isclose(float(w.sum()), 2.0, rel_tol=1e-6)  # one per example with answer tokens
+    assert np.allclose(w[[1, 2]], 1 / 2) and np.allclose(w[7:11], 1 / 4)
     assert not w[labels == IGNORE_INDEX].any()
     assert not example_loss_weights(np.full(4, -100), [4]).any()
 
 
-def test_collator_loss_weights_sum_to_one_per_batch():
+def test_collator_loss_weights_sum_to_the_examples_of_the_batch():
     feats = [
         feature([4, 6], labels=[-100, -100, 1, 2] + [-100, -100, -100, 3, 4, 5]),
         feature([5], labels=[-100, -100, -100, -100, 9]),
@@ -209,12 +209,11 @@ def test_collator_loss_weights_sum_to_one_per_batch():
     batch = PackedDataCollator(loss_weighting="example", pad_to_multiple_of=4)(feats)
     w, labels = batch["loss_weights"][0], batch["labels"][0]
     assert w.dtype == torch.float32 and w.shape == labels.shape
-    assert torch.isclose(w.sum(), torch.tensor(1.0))
+    assert torch.isclose(w.sum(), torch.tensor(3.0)) and count_weighted_sequences(w) == 3
     valid = labels != IGNORE_INDEX
     assert torch.equal(w > 0, valid)
-    k = 3
-    assert torch.allclose(w[2:4], torch.tensor(1 / (k * 2))) and torch.allclose(w[7:10], torch.tensor(1 / (k * 3)))
-    assert torch.isclose(w[14], torch.tensor(1 / k))
+    assert torch.allclose(w[2:4], torch.tensor(1 / 2)) and torch.allclose(w[7:10], torch.tensor(1 / 3))
+    assert torch.isclose(w[14], torch.tensor(1.0))
     with pytest.raises(ValueError, match="loss_weighting"):
         PackedDataCollator(loss_weighting="sequence")
 
@@ -245,6 +244,8 @@ def test_longalign_loss_is_mean_of_per_example_means():
             means.append(torch.stack(ce).mean())
             all_ce.extend(ce)
     assert torch.isclose(got, torch.stack(means).mean(), atol=1e-6)
+    # over a larger global batch (M examples in all), the same sum is divided by M
+    assert torch.isclose(longalign_loss(logits, batch["labels"], batch["loss_weights"], 7), torch.stack(means).sum() / 7)
     token_mean = longalign_loss(logits, batch["labels"])
     assert torch.isclose(token_mean, torch.stack(all_ce).mean(), atol=1e-6)
     assert not torch.isclose(got, token_mean, atol=1e-3)  # the weighting changes the loss here

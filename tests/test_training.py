@@ -14,7 +14,12 @@ transformers = pytest.importorskip("transformers")
 pytest.importorskip("trl")
 datasets = pytest.importorskip("datasets")
 
-from hf_context_synthesis.packing import PackingConfig, longalign_loss  # noqa: E402
+from hf_context_synthesis.packing import (  # noqa: E402
+    PackingConfig,
+    count_weighted_sequences,
+    longalign_loss,
+    prepare_packed_dataset,
+)
 from hf_context_synthesis.trainer_callbacks.probe import LongContextProbeCallback  # noqa: E402
 from hf_context_synthesis.trainer_callbacks.throughput import ThroughputCallback  # noqa: E402
 from hf_context_synthesis.training import (  # noqa: E402
@@ -141,6 +146,91 @@ def test_example_weighting_uses_longalign_loss(tmp_path, rows, tok, tiny_model_d
     trainer.train()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     assert len(losses) == 2 and all(math.isfinite(x) for x in losses)
+
+
+class _RecordingCollator:
+    """Wraps the trainer's collator and keeps every batch it builds (in order; the dataloader prefetches)."""
+
+    def __init__(self, inner):
+        self.inner, self.batches = inner, []
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def __call__(self, features):
+        batch = self.inner(features)
+        self.batches.append({k: v.clone() if torch.is_tensor(v) else v for k, v in batch.items()})
+        return batch
+
+
+class _GradCapture(transformers.TrainerCallback):
+    def __init__(self, param):
+        self.param, self.grad = param, None
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        if self.grad is None:
+            self.grad = self.param.grad.detach().clone()
+
+
+def direct_longalign_loss(model, batches):
+    """(1/M) * sum_i L_i / N_i over every example i of ``batches`` (M examples with answer tokens), computed
+    example by example from full logits: the definition, independent of the trainer's implementation."""
+    total, m = 0.0, 0
+    for b in batches:
+        ids, labels = b["input_ids"][0], b["labels"][0]
+        pos = b["position_ids"][0].tolist()
+        starts = [i for i, p in enumerate(pos) if p == 0] + [len(pos)]
+        for s, e in zip(starts, starts[1:]):
+            logits = model(input_ids=ids[s:e].unsqueeze(0)).logits[0].float()
+            target = labels[s:e]
+            ce = torch.nn.functional.cross_entropy(logits[:-1], target[1:], ignore_index=-100, reduction="sum")
+            n = int((target[1:] != -100).sum())
+            if n:
+                total, m = total + ce / n, m + 1
+    return total / m, m
+
+
+def test_longalign_weighting_is_exact_over_gradient_accumulation(tmp_path, rows, tok, tiny_model_dir):
+    """Two micro-batches per step whose packs hold different numbers of examples: the step's loss and
+    gradient are those of (1/M) sum_i L_i/N_i over all M examples of the step, not a mean of per-batch means."""
+    lengths = sorted(_chat_len(tok, r) for r in rows)
+    max_length = lengths[0] + lengths[1] + lengths[2] + 8
+    model = transformers.AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    with torch.no_grad():  # spread the random model's logits so that per-token losses differ
+        model.get_input_embeddings().weight.mul_(30)
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    capture = _GradCapture(model.lm_head.weight)
+    config = _config(tmp_path, max_steps=1, max_length=max_length, gradient_accumulation_steps=2, max_grad_norm=0.0)
+    packing = PackingConfig(max_length=max_length, loss_weighting="example", shuffle_seed=None)
+    by_length = sorted(rows, key=lambda r: _chat_len(tok, r))
+    # the step's two micro-batches: a pack of the three shortest examples and one of the longest alone
+    packed = datasets.concatenate_datasets(
+        [prepare_packed_dataset(datasets.Dataset.from_list(part), tok, packing) for part in (by_length[:3], by_length[-1:])]
+    )
+    assert sorted(len(x) for x in packed["seq_lengths"]) == [1, 3]
+    trainer = build_trainer(model, tok, packed, config, packing, callbacks=[capture])
+    recorder = _RecordingCollator(trainer.data_collator)
+    trainer.data_collator = recorder
+    trainer.train()
+    step = recorder.batches[:2]
+    per_batch = [count_weighted_sequences(b["loss_weights"]) for b in step]
+    assert len(set(per_batch)) == 2, per_batch  # the two micro-batches hold different numbers of examples
+    reference = transformers.AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    reference.load_state_dict(initial)
+    expected, m = direct_longalign_loss(reference, step)
+    assert m == sum(per_batch)
+    expected.backward()
+    logged = trainer.state.log_history[-1]["train_loss"]
+    assert math.isclose(logged, expected.item(), rel_tol=1e-4), (logged, expected.item())
+    assert torch.allclose(capture.grad, reference.lm_head.weight.grad, rtol=1e-3, atol=1e-6)
+    # the old per-collate-call normalisation (mean of each micro-batch's per-example mean) differs here
+    with torch.no_grad():
+        means = [direct_longalign_loss(reference, [b])[0] for b in step]
+    assert not math.isclose(float(sum(means) / 2), float(expected), rel_tol=1e-3)
+    # TRL's metrics survive on the LongAlign path
+    entry = next(h for h in trainer.state.log_history if "loss" in h)
+    assert 0 <= entry["mean_token_accuracy"] <= 1 and entry["entropy"] > 0
+    assert entry["num_tokens"] == sum(b["input_ids"].numel() for b in step)
 
 
 def test_build_trainer_rejects_unknown_columns(tmp_path, tok, tiny_model_dir):
