@@ -30,8 +30,10 @@ TOKENS_PER_WORD = 4 / 3
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
 
 
-class RunSetupError(ValueError):
-    """Something a run needs is missing or unreachable; found before any generation or training."""
+class RunSetupError(OSError):
+    """Something a run needs is missing or unreachable (a model, a path, a token); found before any
+    generation or training. An ``OSError`` like the loading error it replaces: the CLI prints it as one
+    ``error:`` line and exits 1 (bad settings exit 2)."""
 
 
 def _short(err: BaseException) -> str:

@@ -120,7 +120,7 @@ def test_model_that_cannot_be_downloaded_is_one_error_line_and_no_folder(tmp_pat
         "synthesis": {"seed": str(seed_folder), "generator_model": "no-such-org/no-such-model"},
         "training": {"model": "no-such-org/no-such-model"},
     }))
-    assert main(["run", str(recipe)]) == 2
+    assert main(["run", str(recipe)]) == 1
     err = capfd.readouterr().err.strip().splitlines()
     assert len(err) == 1, err
     line = err[0]
@@ -339,10 +339,10 @@ def test_evaluate_checks_its_inputs_first(tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     assert main(["evaluate", "--model", "no-such-org/m", "--data-dir", str(tmp_path / "missing"),
-                 "--output-dir", str(tmp_path / "e")]) == 2
+                 "--output-dir", str(tmp_path / "e")]) == 1
     assert "--data-dir" in capsys.readouterr().err
     (tmp_path / "lb").mkdir()
     assert main(["evaluate", "--model", "no-such-org/m", "--data-dir", str(tmp_path / "lb"),
-                 "--output-dir", str(tmp_path / "e")]) == 2
+                 "--output-dir", str(tmp_path / "e")]) == 1
     err = capsys.readouterr().err
     assert "no-such-org/m" in err and "HF_HUB_OFFLINE" in err and not (tmp_path / "e").exists()
