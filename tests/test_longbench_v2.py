@@ -1,0 +1,221 @@
+"""LongBench v2: pred.py's prompts, truncation and answer extraction, result.py's scores (compared with
+LongBench v2's own code, vendored in ``tests/longbench_v2_reference.py``), data options, outputs."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+
+import longbench_v2_reference as ref
+from hf_context_synthesis.backends.base import GenerationBackend, GenerationRequest, GenerationResult
+from hf_context_synthesis.longbench_v2 import (
+    TEMPLATE_0SHOT,
+    TEMPLATE_0SHOT_COT_ANS,
+    build_prompt,
+    default_max_length,
+    evaluate_longbench_v2,
+    extract_answer,
+    load_questions,
+    summarize,
+    truncate,
+)
+
+
+class ScriptedBackend(GenerationBackend):
+    """Answers from a (key, turn) table; ``None`` = a failed request. Records every request."""
+
+    kind = "scripted"
+
+    def __init__(self, answers: dict[str, str | None]) -> None:
+        self.answers = answers
+        self.requests: list[GenerationRequest] = []
+
+    async def model_id(self) -> str:
+        return "org/scripted-v2"
+
+    async def generate(self, request: GenerationRequest) -> GenerationResult:
+        self.requests.append(request)
+        content = request.messages[0]["content"]
+        key = request.key + ("/ans" if "single, most likely answer" in content else "")
+        text = self.answers.get(key, "")
+        if text is None:
+            return GenerationResult(key=request.key, error="http_503")
+        return GenerationResult(key=request.key, text=text)
+
+
+def question(i: int, difficulty: str, length: str, answer: str, context: str | None = None) -> dict:
+    return {
+        "_id": f"q{i}", "domain": "Single-Document QA", "sub_domain": "Academic", "difficulty": difficulty,
+        "length": length, "question": f"  Which option is right for question {i}?  ",
+        "choice_A": "alpha ", "choice_B": " beta", "choice_C": "gamma", "choice_D": "delta", "answer": answer,
+        "context": context if context is not None else f"  The document of question {i}. " * 3,
+    }  # fmt: skip
+
+
+QUESTIONS = [
+    question(0, "easy", "short", "B"),
+    question(1, "hard", "short", "C"),
+    question(2, "hard", "medium", "A"),
+    question(3, "easy", "long", "D"),
+    question(4, "hard", "long", "A"),
+    question(5, "hard", "medium", "B"),
+]
+RESPONSES = {
+    "q0": "The correct answer is (B)",  # right
+    "q1": "**The correct answer is C**",  # right once '*' is removed
+    "q2": "I believe the answer is A.",  # no extractable answer -> wrong
+    "q3": "The correct answer is (A)",  # wrong letter
+    "q4": None,  # generation failed -> wrong, kept
+    "q5": "Reasoning... The correct answer is (B) because",  # right
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_tokenizer():
+    from hf_context_synthesis.testing.tiny_model import make_tiny_tokenizer
+
+    return make_tiny_tokenizer()
+
+
+@pytest.fixture
+def data_file(tmp_path: Path) -> Path:
+    path = tmp_path / "data.json"
+    path.write_text(json.dumps(QUESTIONS), "utf-8")
+    return path
+
+
+def test_prompt_is_pred_py_replace_chain() -> None:
+    q = QUESTIONS[0]
+    prompt = build_prompt(TEMPLATE_0SHOT, q)
+    assert prompt.startswith("Please read the following text and answer the question below.\n\n<text>\nThe document")
+    assert "(A) alpha\n(B) beta\n(C) gamma\n(D) delta\n\n" in prompt  # each field stripped
+    assert "question 0?\nChoices:" in prompt and "\n</text>\n\n" in prompt
+    assert prompt.endswith('Format your response as follows: "The correct answer is (insert answer here)".')
+    assert "$" not in prompt
+    ans = build_prompt(TEMPLATE_0SHOT_COT_ANS, q, cot="step 1, step 2")
+    assert "The text is too long and omitted here." in ans and "step by step: step 1, step 2\n\n" in ans
+
+
+@pytest.mark.parametrize(
+    "response",
+    ["The correct answer is (B)", "The correct answer is **(C)**", "*The correct answer is D*", "the correct answer is (A)",
+     "The correct answer is (E)", "The correct answer is A or B", "", "(A)", "The correct answer is (a)",
+     "The correct answer is (C). The correct answer is (D)"],
+)  # fmt: skip
+def test_extract_answer_equals_pred_py(response: str) -> None:
+    assert extract_answer(response) == ref.extract_answer(response)
+
+
+def test_truncation_is_pred_py(tiny_tokenizer) -> None:
+    long = "BEGIN " + "middle words here. " * 300 + "question at the END"
+    out = truncate(long, tiny_tokenizer, 41)
+    ids = tiny_tokenizer.encode(long)
+    assert out == tiny_tokenizer.decode(ids[:20] + ids[-20:], skip_special_tokens=True)  # 41 // 2 from each end
+    assert out.startswith("BEGIN") and out.endswith("question at the END")
+    assert truncate("short", tiny_tokenizer, 41) == "short"
+    assert default_max_length(131072) == 120000 and default_max_length(32768) == 30720
+    assert default_max_length(1024) == 512
+
+
+def test_evaluate_scores_equal_result_py(tmp_path: Path, data_file: Path, tiny_tokenizer) -> None:
+    backend = ScriptedBackend(RESPONSES)
+    out = tmp_path / "out"
+    report = evaluate_longbench_v2(backend, data_file, tokenizer=tiny_tokenizer, max_length=5000, output_dir=out)
+    # hand-worked: right = q0, q1, q5 -> 3/6; easy {q0 right, q3 wrong} 50.0; hard {q1, q5 right of 4} 50.0;
+    # short {q0, q1} 100.0; medium {q2 wrong, q5 right} 50.0; long {q3, q4 wrong} 0.0
+    expected = {"Overall": 50.0, "Easy": 50.0, "Hard": 50.0, "Short": 100.0, "Medium": 50.0, "Long": 0.0}
+    assert report.scores == expected and report.num_failed == 1
+    # LongBench v2's result.py, run on the predictions folder we wrote, prints the same numbers
+    header, line = ref.result_rows(out / "predictions")
+    assert header == "Model\tOverall\tEasy\tHard\tShort\tMedium\tLong"
+    name, *values = line.split("\t")
+    assert name == "scripted-v2" and [float(v) for v in values] == list(expected.values())
+    results = json.loads((out / "results.json").read_text())
+    assert results["scores"] == expected and results["suite"] == "longbench-v2" and results["num_failed"] == 1
+    assert results["counts"] == {"Overall": 6, "Easy": 2, "Hard": 4, "Short": 2, "Medium": 2, "Long": 2}
+    assert json.loads((out / "result.json").read_text()) == expected
+    assert (out / "result.txt").read_text().splitlines() == [header, line]
+    assert "| Overall | 50.0 | 6 |" in (out / "results.md").read_text()
+    # pred.py's line layout: question fields + response, pred, judge, context cut to 1000 chars
+    rows = [json.loads(x) for x in (out / "predictions" / "scripted-v2.jsonl").read_text().splitlines()]
+    assert [r["pred"] for r in rows] == ["B", "C", None, "A", None, "B"]
+    assert [r["judge"] for r in rows] == [True, True, False, False, False, True]
+    assert rows[4]["error"] == "http_503" and rows[0]["_id"] == "q0" and rows[0]["sub_domain"] == "Academic"
+    # requests: one user turn with the 0-shot prompt, pred.py's temperature and 128 new tokens
+    req = next(r for r in backend.requests if r.key == "q0")
+    assert req.messages[0]["content"] == build_prompt(TEMPLATE_0SHOT, QUESTIONS[0])
+    assert (req.temperature, req.max_new_tokens) == (0.1, 128)
+
+
+def test_long_contexts_are_truncated_and_cot_asks_twice(tmp_path: Path, tiny_tokenizer) -> None:
+    qs = [question(0, "easy", "long", "C", context="START " + "filler text of the book. " * 400 + " FINAL"), question(1, "hard", "short", "A")]
+    path = tmp_path / "data.jsonl"
+    path.write_text("".join(json.dumps(q) + "\n" for q in qs), "utf-8")
+    backend = ScriptedBackend({"q0": "Let us see, it is gamma.", "q0/ans": "The correct answer is (C)", "q1": None})
+    report = evaluate_longbench_v2(backend, path, tokenizer=tiny_tokenizer, max_length=300, cot=True, temperature=0)
+    first = [r for r in backend.requests if "single, most likely" not in r.messages[0]["content"]]
+    second = [r for r in backend.requests if "single, most likely" in r.messages[0]["content"]]
+    assert {r.max_new_tokens for r in first} == {1024} and {r.max_new_tokens for r in second} == {128}
+    long_prompt = next(r for r in first if r.key == "q0").messages[0]["content"]
+    assert len(tiny_tokenizer.encode(long_prompt)) <= 302 and long_prompt.startswith("Please read") and "FINAL" not in long_prompt[:200]
+    assert long_prompt.endswith("Let\u2019s think step by step:")
+    ans_prompt = next(r for r in second if r.key == "q0").messages[0]["content"]
+    assert "step by step: Let us see, it is gamma." in ans_prompt
+    assert [r["pred"] for r in report.predictions] == ["C", None] and report.num_failed == 1
+    assert report.predictions[0]["response_cot"] == "Let us see, it is gamma."
+    assert report.scores["Overall"] == 50.0 and report.scores["Medium"] is None
+
+
+def test_data_options_and_errors(tmp_path: Path, data_file: Path) -> None:
+    as_list = load_questions(data_file)
+    assert [q["_id"] for q in as_list] == [f"q{i}" for i in range(6)]
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "data.json").write_bytes(data_file.read_bytes())
+    (folder / "other.jsonl").write_text(json.dumps(QUESTIONS[0]) + "\n", "utf-8")  # data.json wins
+    assert load_questions(folder) == as_list
+    archive = tmp_path / "v2.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.write(data_file, "LongBench-v2/data.json")
+    assert load_questions(archive, limit=2) == as_list[:2]
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pylist(QUESTIONS), tmp_path / "train-00000-of-00001.parquet")
+    assert load_questions(tmp_path / "train-00000-of-00001.parquet") == as_list
+
+    bad = [dict(QUESTIONS[0]), {k: v for k, v in QUESTIONS[1].items() if k != "choice_C"}]
+    (tmp_path / "bad.json").write_text(json.dumps(bad), "utf-8")
+    with pytest.raises(ValueError, match=r"bad.json\[1\]: missing field 'choice_C'"):
+        load_questions(tmp_path / "bad.json")
+    bad[1] = dict(QUESTIONS[1], answer="E")
+    (tmp_path / "bad.json").write_text(json.dumps(bad), "utf-8")
+    with pytest.raises(ValueError, match=r"bad.json\[1\]: field 'answer' must be one of A, B, C, D"):
+        load_questions(tmp_path / "bad.json")
+    with pytest.raises(FileNotFoundError, match="not a data.json"):
+        load_questions(tmp_path / "missing-dir" / "x")
+
+
+def test_summarize_matches_result_py_rounding(tmp_path: Path) -> None:
+    rows = [{"judge": i % 3 == 0, "difficulty": "easy" if i % 2 else "hard", "length": ["short", "medium", "long"][i % 3], "pred": "A"} for i in range(7)]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), "utf-8")
+    _, line = ref.result_rows(tmp_path)
+    assert [float(v) for v in line.split("\t")[1:]] == list(summarize(rows).values())
+
+
+def test_evaluate_command_runs_v2_on_the_tiny_model(tmp_path: Path, tiny_model_dir: str, data_file: Path) -> None:
+    """``context-synthesis evaluate --suite longbench-v2`` in process on a tiny local model writes result.py's files."""
+    from hf_context_synthesis.cli import main
+
+    out = tmp_path / "out"
+    rc = main(["evaluate", "--suite", "longbench-v2", "--model", tiny_model_dir, "--data-dir", str(data_file),
+               "--output-dir", str(out), "--limit", "2", "--temperature", "0", "--device", "cpu"])  # fmt: skip
+    assert rc == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["suite"] == "longbench-v2" and results["counts"]["Overall"] == 2
+    assert results["settings"]["max_length"] == default_max_length(131072)
+    _, line = ref.result_rows(out / "predictions")
+    assert [float(v) for v in line.split("\t")[1:4]] == [results["scores"][k] for k in ("Overall", "Easy", "Hard")]
