@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -162,30 +163,38 @@ class NoMask:
         return batch
 
 
-@pytest.mark.parametrize("source", ["attention_mask", "collator", "pad_token"])
+@pytest.mark.parametrize("source", ["attention_mask", "pad_token"])
 def test_throughput_logs_with_plain_trainer(tmp_path, seeds_dir, tiny_model_dir, source):
     rows = composed_rows(seeds_dir, per_task=4)  # 8 rows of different lengths: 4 steps = one epoch
     tok = transformers.AutoTokenizer.from_pretrained(tiny_model_dir)
     counting = CountingPadCollator(tok)
-    collator = {"attention_mask": counting, "collator": NoMask(counting), "pad_token": NoMask(counting.inner)}[source]
+    collator = {"attention_mask": counting, "pad_token": NoMask(counting)}[source]
     cb = ThroughputCallback()  # discovers the counting collator through the wrapper's attributes
     trainer, ids = _plain_trainer(tmp_path, tiny_model_dir, rows, [cb], collator=collator)
     trainer.train()
     assert cb.source == source
     logs = [h for h in trainer.state.log_history if "loss" in h]
     assert len(logs) == 4
-    # the collator runs one batch ahead: its last window has nothing new
-    windows = logs[:3] if source == "collator" else logs
-    for h in windows:
+    # counted when the model trains on a batch: every window, the last included, has its own step
+    # (a window that also counted a prefetched batch would hold four examples, not two)
+    pairs = {len(a) + len(b) for i, a in enumerate(ids) for b in ids[i + 1 :]}
+    deltas = np.diff([0.0] + [h["train_real_tokens"] for h in logs])
+    assert all(d in pairs for d in deltas), (deltas, sorted(pairs))
+    assert deltas.sum() == sum(len(x) for x in ids)
+    for h in logs:
         assert h["train_tokens_per_second"] > 0
         assert 0 < h["padding_efficiency"] <= 1
+        assert h["train_world_size"] == 1.0
+        assert h["train_tokens_per_second_per_rank"] == h["train_tokens_per_second"]
     # lengths differ inside batches of 2: some padding is measured
-    assert min(h["padding_efficiency"] for h in windows) < 1
-    # one full epoch: every real token counted once (prefetching has finished by the end)
-    final = trainer.state.log_history[-1]
-    assert final["train_real_tokens"] == sum(len(x) for x in ids)
+    assert min(h["padding_efficiency"] for h in logs) < 1
+    # the collator ran ahead of training (prefetch); the callback's counts did not
+    assert counting.real_tokens >= logs[0]["train_real_tokens"]
+    # one full epoch: every real token counted once, and the epoch boundary has its own figures
+    assert cb.epochs and cb.epochs[-1]["train_epoch_real_tokens"] == sum(len(x) for x in ids)
+    epoch_entries = [h for h in trainer.state.log_history if "train_epoch_tokens_per_second" in h]
+    assert len(epoch_entries) == 1 and epoch_entries[0]["train_epoch_tokens_per_second"] > 0
     assert logs[-1]["train_batch_tokens"] > logs[-1]["train_real_tokens"]
-    assert [h["train_real_tokens"] for h in logs] == sorted(h["train_real_tokens"] for h in logs)
 
 
 def test_throughput_rejects_collator_without_counters():

@@ -4,29 +4,34 @@
 ``SFTTrainer`` (so they appear in ``trainer.state.log_history`` and in every reporting integration
 that runs after it):
 
-* ``train_tokens_per_second``: real (non-padding) tokens per second of wall time since the previous log;
-* ``padding_efficiency``: real tokens / all tokens in the batches since the previous log (``1.0`` means
-  no padding at all; packed batches of one row are 1.0 by construction);
-* ``train_real_tokens`` / ``train_batch_tokens``: cumulative counts since training began.
+* ``train_tokens_per_second``: real (non-padding) tokens trained per second of wall time since the
+  previous log, **summed over all ranks** (global);
+* ``train_tokens_per_second_per_rank``: the same divided by the number of ranks (mean per rank);
+* ``padding_efficiency``: real tokens / all tokens in the batches since the previous log, all ranks
+  (``1.0`` means no padding at all);
+* ``train_real_tokens`` / ``train_batch_tokens``: cumulative counts since training began, all ranks;
+* ``train_world_size``: the number of ranks the figures are summed over.
 
-With ``logging_steps=1`` these are per-step values; otherwise they cover the logging window.
+With ``logging_steps=1`` these are per-step values; otherwise they cover the logging window. At
+every epoch end an entry with ``train_epoch_real_tokens``, ``train_epoch_tokens_per_second`` and
+``train_epoch_padding_efficiency`` (all ranks, that epoch only) is appended to ``state.log_history``
+and kept in :attr:`ThroughputCallback.epochs`. :attr:`ThroughputCallback.local` holds this rank's own
+cumulative counts.
 
-**Where the counts come from** (``callback.source`` after ``on_train_begin``):
+**Only tokens actually trained are counted**: a forward pre-hook on the model sees every training
+batch when the model runs on it (a dataloader that collates a batch ahead is not counted ahead), and
+evaluation forwards (``model.training`` false) are skipped. Real tokens are (``callback.source``):
 
-1. ``"attention_mask"``: a forward pre-hook on the model sees every training batch actually consumed;
-   when the batches carry a 2-D ``attention_mask``, real tokens are its sum and batch tokens
-   ``input_ids.numel()``. Exact and aligned with the step.
-2. ``"collator"``: packed batches have no attention mask, so the counts come from a collator with
-   cumulative integer counters ``real_tokens`` and ``batch_tokens``
-   (:class:`hf_context_synthesis.packing.PackedDataCollator`): pass it as ``collator=`` or let the callback
-   find it on the train dataloader (through ``collate_fn`` and ``data_collator`` wrappers such as the
-   Trainer's column-removing collator). Accelerate's dataloader collates one batch ahead of the one
-   being trained on, so a window's counts are shifted by one batch (the first log includes the
-   prefetched second batch; a window in which nothing new was collated, such as the last step,
-   logs only the cumulative counts). Totals are exact once the epoch's data is consumed.
-3. ``"pad_token"``: no mask and no counting collator (or its counters stay at zero because batches
-   are collated in ``dataloader_num_workers`` worker processes): real tokens are those different from
-   the model's ``pad_token_id`` (an over-estimate of padding when the pad token doubles as EOS).
+1. ``"attention_mask"``: the sum of a 2-D ``attention_mask``;
+2. ``"position_ids"``: padding-free batches (no mask; examples start where ``position_ids`` is 0):
+   every token except segments made only of pad tokens (``PackedDataCollator``'s
+   ``pad_to_multiple_of`` tail and the padding rows that even out ranks);
+3. ``"pad_token"``: otherwise, the tokens different from the pad token id (an over-estimate of
+   padding when the pad token doubles as EOS).
+
+The pad token id comes from a collator with a ``pad_token_id`` (passed as ``collator=`` or found on
+the train dataloader) or the model config. When ``torch.distributed`` is initialised, the window
+counts are summed over the ranks with one ``all_reduce`` per log (every rank logs at the same steps).
 """
 
 from __future__ import annotations
@@ -70,13 +75,30 @@ def find_counting_collator(obj: Any, max_depth: int = 6) -> Any | None:
     return None
 
 
+def _sum_over_ranks(values: list[float]) -> tuple[list[float], int]:
+    """``values`` summed over the ranks (``all_reduce``), and the number of ranks."""
+    try:
+        import torch
+        import torch.distributed as dist
+    except ImportError:  # pragma: no cover
+        return values, 1
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return values, 1
+    device = torch.device("cpu")
+    if dist.get_backend() == "nccl":
+        device = torch.device("cuda", torch.cuda.current_device())
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.tolist(), dist.get_world_size()
+
+
 class ThroughputCallback(TrainerCallback):
-    """Logs ``train_tokens_per_second``, ``padding_efficiency`` and cumulative token counts.
+    """Logs global and per-rank ``train_tokens_per_second``, ``padding_efficiency`` and token counts.
 
     Args:
-        collator: A data collator with cumulative ``real_tokens`` and ``batch_tokens`` counters. When
-            ``None`` it is discovered on the train dataloader (see the module docstring for the order in
-            which token sources are used).
+        collator: The data collator (its ``pad_token_id`` tells padding apart; a collator with
+            ``real_tokens``/``batch_tokens`` counters such as ``PackedDataCollator``). When ``None`` it
+            is discovered on the train dataloader.
         prefix: Prefix of the logged keys (default none: ``train_tokens_per_second`` ...).
     """
 
@@ -89,34 +111,39 @@ class ThroughputCallback(TrainerCallback):
         self.collator = collator
         self.prefix = prefix
         self._hook: Any = None
-        self._hook_real = 0
-        self._hook_batch = 0
-        self._hook_pad_real = 0
-        self._hook_all_masked = True
         self._pad_token_id: int | None = None
-        self._start_real = 0
-        self._start_batch = 0
-        self._last_real = 0
-        self._last_batch = 0
-        self._last_time = 0.0
+        self.local = {"real_tokens": 0, "batch_tokens": 0}
+        self._last = (0.0, 0.0, 0.0)  # global real, batch, time at the previous log
+        self._epoch_start = (0.0, 0.0, 0.0)
+        self._global = (0.0, 0.0)
+        self.epochs: list[dict[str, float]] = []
+        self.world_size = 1
         self.source = "none"
 
-    # -- token sources -------------------------------------------------------------------------
-    def _counts(self) -> tuple[int, int]:
-        """Cumulative (real, batch) tokens since training began, from the best available source."""
-        if self._hook_batch > 0 and self._hook_all_masked:
+    # -- counting --------------------------------------------------------------------------------
+    def _real_tokens(self, input_ids: Any, kwargs: dict) -> int:
+        mask = kwargs.get("attention_mask")
+        if mask is not None and hasattr(mask, "dim") and mask.dim() == 2:
             self.source = "attention_mask"
-            return self._hook_real, self._hook_batch
-        if self.collator is not None:
-            real = self.collator.real_tokens - self._start_real
-            batch = self.collator.batch_tokens - self._start_batch
-            if batch > 0 or self._hook_batch == 0:
-                self.source = "collator"
-                return real, batch
-            logger.info("ThroughputCallback: collator counters stay at 0 (dataloader workers?); counting pad tokens")
-            self.collator = None
+            return int(mask.sum().item())
+        pad = self._pad_token_id
+        pos = kwargs.get("position_ids")
+        if pos is not None and hasattr(pos, "dim") and pos.shape == input_ids.shape:
+            self.source = "position_ids"
+            if pad is None:
+                return int(input_ids.numel())
+            import torch
+
+            flat_pos, flat_ids = pos.reshape(-1), input_ids.reshape(-1)
+            seg = torch.cumsum((flat_pos == 0).to(torch.int64), 0)
+            not_pad = torch.zeros(int(seg.max().item()) + 1, dtype=torch.int64, device=seg.device)
+            not_pad.index_add_(0, seg, (flat_ids != pad).to(torch.int64))
+            real_seg = not_pad[seg] > 0
+            return int(real_seg.sum().item())
         self.source = "pad_token"
-        return self._hook_pad_real, self._hook_batch
+        if pad is None:
+            return int(input_ids.numel())
+        return int((input_ids != pad).sum().item())
 
     def _forward_pre_hook(self, module: Any, args: tuple, kwargs: dict) -> None:
         if not getattr(module, "training", False):
@@ -124,42 +151,71 @@ class ThroughputCallback(TrainerCallback):
         input_ids = kwargs.get("input_ids", args[0] if args else None)
         if input_ids is None or not hasattr(input_ids, "numel"):
             return
-        batch = int(input_ids.numel())
-        mask = kwargs.get("attention_mask")
-        if mask is not None and hasattr(mask, "dim") and mask.dim() == 2:
-            self._hook_real += int(mask.sum().item())
-        else:
-            self._hook_all_masked = False
-        if self._pad_token_id is not None:
-            self._hook_pad_real += int((input_ids != self._pad_token_id).sum().item())
-        else:
-            self._hook_pad_real += batch
-        self._hook_batch += batch
+        self.local["batch_tokens"] += int(input_ids.numel())
+        self.local["real_tokens"] += self._real_tokens(input_ids, kwargs)
 
     def _install_hook(self, model: Any) -> None:
         if model is None or not hasattr(model, "register_forward_pre_hook"):
             return
-        config = getattr(model, "config", None)
-        pad = getattr(config, "pad_token_id", None)
+        pad = getattr(self.collator, "pad_token_id", None)
+        if not isinstance(pad, int):
+            pad = getattr(getattr(model, "config", None), "pad_token_id", None)
         self._pad_token_id = pad if isinstance(pad, int) else None
         self._hook = model.register_forward_pre_hook(self._forward_pre_hook, with_kwargs=True)
+
+    def _global_counts(self) -> tuple[float, float]:
+        (real, batch), self.world_size = _sum_over_ranks(
+            [float(self.local["real_tokens"]), float(self.local["batch_tokens"])]
+        )
+        self._global = (real, batch)
+        return real, batch
 
     # -- callback events -----------------------------------------------------------------------
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
-        """Find the token source and start the clock."""
+        """Find the pad token id, install the forward hook and start the clock."""
         if self.collator is None:
             self.collator = find_counting_collator(kwargs.get("train_dataloader"))
-        self._hook_real = self._hook_batch = self._hook_pad_real = 0
-        self._hook_all_masked = True
+        if self.collator is None:
+            loader = kwargs.get("train_dataloader")
+            self.collator = getattr(loader, "collate_fn", None)
+        self.local = {"real_tokens": 0, "batch_tokens": 0}
         self._install_hook(kwargs.get("model"))
         self.source = "pending"
-        if self.collator is not None:
-            self._start_real = self.collator.real_tokens
-            self._start_batch = self.collator.batch_tokens
-        self._last_real = self._last_batch = 0
-        self._last_time = time.perf_counter()
+        now = time.perf_counter()
+        self._last = self._epoch_start = (0.0, 0.0, now)
+
+    def on_epoch_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        """Start the epoch's window."""
+        real, batch = self._global
+        self._epoch_start = (real, batch, time.perf_counter())
+
+    def on_epoch_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        """Append the epoch's figures (all ranks) to ``state.log_history`` and :attr:`epochs`."""
+        if self._hook is None:
+            return
+        real, batch = self._global_counts()
+        r0, b0, t0 = self._epoch_start
+        elapsed = time.perf_counter() - t0
+        p = self.prefix
+        entry: dict[str, float] = {
+            "epoch": float(state.epoch or 0.0),
+            "step": state.global_step,
+            f"{p}train_epoch_real_tokens": real - r0,
+            f"{p}train_epoch_batch_tokens": batch - b0,
+            f"{p}train_world_size": float(self.world_size),
+        }
+        if batch - b0 > 0:
+            entry[f"{p}train_epoch_padding_efficiency"] = (real - r0) / (batch - b0)
+        if elapsed > 0:
+            entry[f"{p}train_epoch_tokens_per_second"] = (real - r0) / elapsed
+        self.epochs.append(entry)
+        state.log_history.append(dict(entry))
 
     def on_log(
         self,
@@ -170,21 +226,24 @@ class ThroughputCallback(TrainerCallback):
         **kwargs: Any,
     ) -> None:
         """Add the metrics to training logs (and to the matching ``state.log_history`` entry)."""
-        if logs is None or any(k.startswith("eval_") for k in logs) or self.source == "none":
+        if logs is None or any(k.startswith("eval_") for k in logs) or self._hook is None:
             return
         now = time.perf_counter()
-        real, batch = self._counts()
-        d_real, d_batch = real - self._last_real, batch - self._last_batch
-        elapsed = now - self._last_time
+        real, batch = self._global_counts()
+        last_real, last_batch, last_time = self._last
+        d_real, d_batch, elapsed = real - last_real, batch - last_batch, now - last_time
+        p = self.prefix
         metrics: dict[str, float] = {
-            f"{self.prefix}train_real_tokens": float(real),
-            f"{self.prefix}train_batch_tokens": float(batch),
+            f"{p}train_real_tokens": real,
+            f"{p}train_batch_tokens": batch,
+            f"{p}train_world_size": float(self.world_size),
         }
         if d_batch > 0:
-            metrics[f"{self.prefix}padding_efficiency"] = d_real / d_batch
+            metrics[f"{p}padding_efficiency"] = d_real / d_batch
             if elapsed > 0:
-                metrics[f"{self.prefix}train_tokens_per_second"] = d_real / elapsed
-        self._last_real, self._last_batch, self._last_time = real, batch, now
+                metrics[f"{p}train_tokens_per_second"] = d_real / elapsed
+                metrics[f"{p}train_tokens_per_second_per_rank"] = d_real / elapsed / self.world_size
+        self._last = (real, batch, now)
         logs.update(metrics)
         if state.log_history and state.log_history[-1].get("step") == state.global_step:
             state.log_history[-1].update(metrics)
