@@ -25,7 +25,8 @@ def load_tokenizer(config: SynthesisConfig, backend: GenerationBackend | None = 
     if backend is not None and getattr(backend, "tokenizer", None) is not None and config.tokenizer is None:
         return backend.tokenizer
     name = config.tokenizer
-    if name is None and not config.endpoints:
+    # a merge of shards made through an endpoint counts like the shards did (not with the embedded model's)
+    if name is None and not config.endpoints and not getattr(backend, "generated_by_endpoint", False):
         from .config import DEFAULT_GENERATOR_MODEL
 
         name = config.generator_model or DEFAULT_GENERATOR_MODEL

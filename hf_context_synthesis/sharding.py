@@ -116,6 +116,7 @@ def write_shard_files(
         "seeds": list(seeds),
         "total_seeds": total_seeds,
         "identity": shard_identity(config),
+        "backend": config.backend_kind,
     }
     os.makedirs(folder, exist_ok=True)
     _atomic_write(os.path.join(folder, SHARD_INFO_FILE), redact(json.dumps(info, indent=2, sort_keys=True)))
@@ -202,8 +203,10 @@ class CacheOnlyBackend(GenerationBackend):
 
     kind = "cache"
 
-    def __init__(self, model_id: str) -> None:
+    def __init__(self, model_id: str, *, generated_by_endpoint: bool = False) -> None:
         self._model_id = model_id
+        #: The shards' contexts came from an endpoint: the merge loads no embedded tokenizer either.
+        self.generated_by_endpoint = generated_by_endpoint
 
     async def model_id(self) -> str:
         return self._model_id
@@ -264,7 +267,8 @@ def merge_shards(
     whole = dataclasses.replace(config, shard_index=0, num_shards=1)
     cache = GenerationCache(target)
     try:
-        report = synthesize_to_directory(whole, output_dir, backend=CacheOnlyBackend(model_id), cache=cache, **kwargs)
+        report = synthesize_to_directory(whole, output_dir, backend=CacheOnlyBackend(
+            model_id, generated_by_endpoint=any(info.get("backend") == "tgi" for info, _ in shards)), cache=cache, **kwargs)
     finally:
         cache.close()
     if shards:
