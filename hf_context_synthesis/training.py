@@ -247,8 +247,26 @@ class ContextSynthesisSFTTrainer(trl.SFTTrainer):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # TRL refuses packing with context parallelism (cp drops the block-diagonal mask, so packed examples
+        # would attend to each other); our rows are packed although TRL sees packing=False
+        parallelism = getattr(self.accelerator, "parallelism_config", None)
+        if parallelism is not None and getattr(parallelism, "cp_enabled", False):
+            raise ValueError(
+                "packed rows are not compatible with context parallelism (cp_size > 1): it drops the per-example "
+                "attention mask, so packed examples would attend to each other. Disable context parallelism."
+            )
         self.context_synthesis_info = {}
         self.callback_handler.callbacks.insert(0, _SummaryCallback(self))
+
+    #: Train the rows in the dataset's order (set by :func:`build_trainer` for ``row_order="balanced"``).
+    sequential_rows: bool = False
+
+    def _get_train_sampler(self, train_dataset: Any | None = None) -> Any:
+        if self.sequential_rows:
+            import torch
+
+            return torch.utils.data.SequentialSampler(train_dataset if train_dataset is not None else self.train_dataset)
+        return super()._get_train_sampler(train_dataset)
 
     def _get_num_items_in_batch(self, batch_samples: list, device: Any) -> Any:
         """With ``loss_weights`` (LongAlign weighting): the examples with answer tokens in the whole global
@@ -324,12 +342,8 @@ class ContextSynthesisSFTTrainer(trl.SFTTrainer):
         found = get_packing_stats(self.train_dataset, (info.get("packing") or {}).get("max_length"))
         if found is not None:
             stats.update(found.to_dict())
-        collator = self.data_collator
-        real, batch = getattr(collator, "real_tokens", None), getattr(collator, "batch_tokens", None)
-        if isinstance(real, int) and isinstance(batch, int) and batch > 0:
-            stats.update(
-                collated_real_tokens=real, collated_batch_tokens=batch, padding_efficiency=round(real / batch, 6)
-            )
+        gathered = getattr(self, "_rank_counts", None) or self._count_over_ranks(collective=False)
+        stats.update(gathered)
         hyper = {name: getattr(self.args, name, None) for name in RECORDED_HYPERPARAMETERS}
         warmup = hyper.get("warmup_steps")
         hyper["warmup_ratio"] = warmup if isinstance(warmup, float) and warmup < 1 else None
@@ -346,6 +360,53 @@ class ContextSynthesisSFTTrainer(trl.SFTTrainer):
             "global_step": self.state.global_step,
             "train_loss": next((h["train_loss"] for h in reversed(self.state.log_history) if "train_loss" in h), None),
         }
+
+    #: Filled at train end on every rank by :meth:`_count_over_ranks` (the summary is written on rank 0).
+    _rank_counts: dict[str, Any] | None = None
+
+    def _count_over_ranks(self, collective: bool = True) -> dict[str, Any]:
+        """Token and streaming-packing counts summed over the ranks (one ``all_reduce`` when ``collective``).
+
+        Keys: ``world_size``; ``collated_real_tokens`` / ``collated_batch_tokens`` / ``padding_efficiency``
+        (what the collators of all ranks built, a prefetched batch included) with ``rank0_*`` the local
+        figures; ``trained_real_tokens`` / ``trained_batch_tokens`` (what the models of all ranks trained
+        on, from :class:`~hf_context_synthesis.trainer_callbacks.ThroughputCallback`); for a streaming
+        dataset (stats ``scope="rank"``), its packing counts summed over the ranks (``scope`` becomes
+        ``"global"``).
+        """
+        from .packing import get_packing_stats
+        from .trainer_callbacks.throughput import ThroughputCallback, _sum_over_ranks
+
+        collator = self.data_collator
+        real, batch = getattr(collator, "real_tokens", None), getattr(collator, "batch_tokens", None)
+        local = [float(real or 0), float(batch or 0)]
+        stream = get_packing_stats(self.train_dataset)
+        stream_fields = ("num_examples", "num_truncated", "num_dropped", "num_rows", "real_tokens", "row_tokens")
+        per_rank_stream = stream is not None and getattr(stream, "scope", "global") == "rank"
+        if per_rank_stream:
+            local += [float(getattr(stream, f)) for f in stream_fields]
+        if collective:
+            summed, world = _sum_over_ranks(local)
+        else:
+            summed, world = local, 1
+        out: dict[str, Any] = {"world_size": world}
+        if isinstance(real, int) and isinstance(batch, int) and summed[1] > 0:
+            out.update(
+                collated_real_tokens=int(summed[0]),
+                collated_batch_tokens=int(summed[1]),
+                padding_efficiency=round(summed[0] / summed[1], 6),
+                rank0_collated_real_tokens=real,
+                rank0_collated_batch_tokens=batch,
+            )
+        throughput = next((cb for cb in self.callback_handler.callbacks if isinstance(cb, ThroughputCallback)), None)
+        if throughput is not None and getattr(throughput, "_global", (0, 0))[1] > 0:
+            out.update(trained_real_tokens=int(throughput._global[0]), trained_batch_tokens=int(throughput._global[1]))
+        if per_rank_stream:
+            out.update({f: int(v) for f, v in zip(stream_fields, summed[2:])})
+            out["scope"] = "global" if collective else "rank"
+            cap = out["num_rows"] * stream.max_length
+            out["efficiency"] = round(out["real_tokens"] / cap, 6) if cap else 0.0
+        return out
 
     def write_training_summary(self, output_dir: str | None = None) -> str:
         """Write :data:`SUMMARY_FILE` into ``output_dir`` (default ``args.output_dir``) and return its path."""
@@ -364,6 +425,8 @@ class _SummaryCallback(TrainerCallback):
         self.trainer = trainer
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        # every rank takes part in summing the counts; rank 0 writes
+        self.trainer._rank_counts = self.trainer._count_over_ranks()
         if state.is_world_process_zero:
             logger.info("wrote %s", self.trainer.write_training_summary())
 
@@ -406,14 +469,19 @@ def build_trainer(
         eval_dataset: Optional, raw or packed like ``train_dataset``.
         base_model / dataset_name: Recorded in :data:`SUMMARY_FILE` (default: the model's name_or_path).
     """
-    from .packing import PackedDataCollator, PackingConfig, prepare_packed_dataset
+    import datasets
+
+    from .packing import PackedDataCollator, PackingConfig, arrange_rows, prepare_packed_dataset
 
     if sft_config is None:
         sft_config = default_sft_config("context-synthesis-sft")
     if packing is None:
         packing = PackingConfig(max_length=int(sft_config.max_length or PackingConfig().max_length))
     elif sft_config.max_length is not None and sft_config.max_length != packing.max_length:
-        logger.info("packing max_length=%d (SFTConfig.max_length=%s)", packing.max_length, sft_config.max_length)
+        logger.warning(
+            "PackingConfig.max_length=%d differs from SFTConfig.max_length=%s: rows are packed to %d tokens",
+            packing.max_length, sft_config.max_length, packing.max_length,
+        )
     if isinstance(model, str):
         from transformers import AutoModelForCausalLM
 
@@ -436,7 +504,23 @@ def build_trainer(
     packed_train, n_rows = pack(train_dataset, "train_dataset")
     packed_eval = pack(eval_dataset, "eval_dataset")[0] if eval_dataset is not None else None
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
-    packed_train = _arrange_for_ranks(packed_train, sft_config, packing, pad_id)
+    sequential = False
+    if isinstance(packed_train, datasets.Dataset) and len(packed_train):
+        # whole global steps for this many ranks (padding rows, no loss) so accelerate never re-feeds a row,
+        # and the balanced order when asked for (trained in that order: a sequential sampler)
+        packed_train = arrange_rows(
+            packed_train,
+            num_ranks=max(1, int(sft_config.world_size)),
+            rows_per_batch=int(sft_config.per_device_train_batch_size),
+            gradient_accumulation_steps=int(sft_config.gradient_accumulation_steps),
+            row_order=packing.row_order,
+            pad_token_id=pad_id,
+            attention_length=packing.attention_length,
+            seed=packing.shuffle_seed,
+        )
+        sequential = packing.row_order == "balanced"
+    elif packing.row_order == "balanced":
+        logger.warning("row_order='balanced' needs a map-style Dataset; a streaming dataset keeps its order")
     multiple = sft_config.pad_to_multiple_of if isinstance(sft_config.pad_to_multiple_of, int) else None
     collator = PackedDataCollator(
         pad_token_id=pad_id,
@@ -453,6 +537,7 @@ def build_trainer(
         data_collator=collator,
         callbacks=callbacks,
     )
+    trainer.sequential_rows = sequential
     trainer.context_synthesis_info = {
         "base_model": base_model,
         "dataset": dataset_name,
@@ -461,42 +546,6 @@ def build_trainer(
     }
     _front_load_metric_callbacks(trainer)
     return trainer
-
-
-def _arrange_for_ranks(packed: Any, sft_config: trl.SFTConfig, packing: Any, pad_id: int) -> Any:
-    """Pad packed rows to whole global steps (every example once per epoch) and apply ``row_order``.
-
-    A map-style dataset is given padding rows (no loss tokens) up to a multiple of ``world_size *
-    per_device_train_batch_size * gradient_accumulation_steps`` rows, so accelerate never re-feeds rows
-    to the last ranks; with ``row_order="balanced"`` the rows are put in cost-balanced global steps and
-    the Trainer's sampler is made sequential (a random sampler would undo the arrangement).
-    """
-    import datasets
-
-    from .packing import arrange_rows
-
-    if not isinstance(packed, datasets.Dataset):
-        if getattr(packing, "row_order", "shuffle") == "balanced":
-            logger.warning("row_order='balanced' needs a map-style dataset; a streaming dataset keeps its order")
-        return packed
-    world = max(int(sft_config.world_size or 1), 1)
-    balanced = getattr(packing, "row_order", "shuffle") == "balanced"
-    if world == 1 and not balanced:
-        return packed
-    arranged = arrange_rows(
-        packed,
-        world,
-        int(sft_config.per_device_train_batch_size),
-        int(sft_config.gradient_accumulation_steps),
-        row_order=packing.row_order,
-        pad_token_id=pad_id,
-        attention_length=packing.attention_length,
-        seed=packing.shuffle_seed,
-    )
-    if balanced and sft_config.train_sampling_strategy != "sequential":
-        logger.info("row_order='balanced': train_sampling_strategy %r -> 'sequential'", sft_config.train_sampling_strategy)
-        sft_config.train_sampling_strategy = "sequential"
-    return arranged
 
 
 def _front_load_metric_callbacks(trainer: Any) -> None:

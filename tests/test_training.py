@@ -95,7 +95,7 @@ def test_sft_run_loss_decreases_and_callbacks_log(tmp_path, rows, tok, tiny_mode
     assert losses[-1] < losses[0] - 0.05, losses
     # throughput: from the PackedDataCollator counters, no padding with one packed row per batch
     steps = [h for h in history if "loss" in h]
-    assert throughput.source == "collator"
+    assert throughput.source == "position_ids"  # padding-free batches: counted from the trained forwards
     for h in steps[:-1]:
         assert 0 < h["padding_efficiency"] <= 1 and h["train_tokens_per_second"] > 0
     assert steps[-1]["train_real_tokens"] >= 5 * length
@@ -231,6 +231,26 @@ def test_longalign_weighting_is_exact_over_gradient_accumulation(tmp_path, rows,
     entry = next(h for h in trainer.state.log_history if "loss" in h)
     assert 0 <= entry["mean_token_accuracy"] <= 1 and entry["entropy"] > 0
     assert entry["num_tokens"] == sum(b["input_ids"].numel() for b in step)
+
+
+def test_build_trainer_balanced_rows_train_in_order_and_mismatch_warns(tmp_path, rows, tok, tiny_model_dir, caplog):
+    from hf_context_synthesis.packing import get_packing_stats
+
+    lengths = sorted(_chat_len(tok, r) for r in rows)
+    max_length = lengths[-1] + lengths[0]
+    model = transformers.AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    packing = PackingConfig(max_length=max_length, row_order="balanced")
+    config = _config(tmp_path, max_length=max_length + 1, gradient_accumulation_steps=4)
+    with caplog.at_level("WARNING", logger="hf_context_synthesis.training"):
+        trainer = build_trainer(model, tok, datasets.Dataset.from_list(rows), config, packing)
+    assert any("differs from SFTConfig.max_length" in r.getMessage() for r in caplog.records)
+    assert isinstance(trainer._get_train_sampler(), torch.utils.data.SequentialSampler)
+    stats = get_packing_stats(trainer.train_dataset)
+    # one rank, 4 micro-batches a step: the rows are padded (no loss tokens) to whole steps
+    assert len(trainer.train_dataset) % 4 == 0 and stats.num_padding_rows == len(trainer.train_dataset) - stats.num_rows
+    assert stats.num_ranks == 1 and stats.balance_ratio == 1.0
+    pads = [r for r in trainer.train_dataset if all(x == -100 for x in r["labels"])]
+    assert len(pads) == stats.num_padding_rows and all(len(r["input_ids"]) == 1 for r in pads)
 
 
 def test_build_trainer_rejects_unknown_columns(tmp_path, tok, tiny_model_dir):
