@@ -67,9 +67,10 @@ class SynthesisConfig:
         max_seeds: Use only the first N valid seed rows of each task (``None`` = all).
 
     Generation:
-        generator_model: With an endpoint, the model name sent to the server (optional: TGI serves
-            one model). Without an endpoint, the model id or local path the embedded ``transformers``
-            backend loads (default :data:`DEFAULT_GENERATOR_MODEL`).
+        generator_model: With an endpoint, the model name sent to the server (optional: without it
+            the served model is asked from TGI's ``/info`` or, when it lists one, ``/v1/models``, and
+            that id names the cache and the ``generator`` column). Without an endpoint, the model id
+            or local path the embedded ``transformers`` backend loads (default :data:`DEFAULT_GENERATOR_MODEL`).
         api: ``"chat"`` (``/v1/chat/completions``) or ``"text"`` (raw TGI ``text_generation`` with
             the tokenizer's chat template applied locally; needs ``tokenizer``).
         prompt_template: jinja2 template of the synthesis request (variables ``instruction``,
