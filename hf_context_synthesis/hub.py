@@ -781,6 +781,10 @@ def load_eval_results(path: str | os.PathLike[str]) -> list[Any]:
     if p.is_dir():
         p = p / "results.json"
     data = _read_json(p)
+    if data and data.get("suite") == "longbench-v2":
+        from .longbench_v2 import eval_results_from_dict
+
+        return eval_results_from_dict(data)
     if not data or "tasks" not in data:
         raise ValueError(f"{p} is not an evaluation results.json (no 'tasks')")
     report = EvalReport(

@@ -7,7 +7,8 @@ Follows THUDM/LongBench's top-level ``pred.py`` and ``result.py`` (the v2 code):
   ``str.replace`` of ``$DOC$``, ``$Q$``, ``$C_A$`` .. ``$C_D$`` (and ``$COT$``), each value stripped.
 * **Truncation**: ``tokenizer.encode(prompt)`` (special tokens counted); over ``max_length`` tokens,
   the first and last ``max_length // 2`` ids are kept and decoded together (special tokens skipped).
-* **Generation**: one user turn, ``temperature=0.1`` (pred.py's setting; pass ``temperature=0`` for
+* **Generation**: one user turn (the backend applies the model's chat template; an in-process model
+  without one gets the raw prompt after its BOS, as ``tokenizer(prompt)`` would), ``temperature=0.1`` (pred.py's setting; pass ``temperature=0`` for
   greedy), at most 128 new tokens (1,024 for the chain of thought).
 * **Answer extraction** (:func:`extract_answer`): ``*`` removed, then ``The correct answer is (X)`` or
   ``The correct answer is X`` for X in A-D; ``judge = pred == answer``.
@@ -48,12 +49,14 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "LONGBENCH_V2_DATASET_ID",
+    "NUM_QUESTIONS",
     "TEMPLATE_0SHOT",
     "TEMPLATE_0SHOT_COT",
     "TEMPLATE_0SHOT_COT_ANS",
     "V2Report",
     "build_prompt",
     "default_max_length",
+    "eval_results_from_dict",
     "evaluate_longbench_v2",
     "extract_answer",
     "load_questions",
@@ -284,6 +287,14 @@ class V2Report:
         header = "Model\tOverall\tEasy\tHard\tShort\tMedium\tLong"
         return header + "\n" + "\t".join([name, *(str(self.scores[k]) for k in header.split("\t")[1:])])
 
+    def eval_results(self) -> list[Any]:
+        """``huggingface_hub.EvalResult`` entries (accuracy per group) for a model card's ``model-index``.
+
+        Labelled "LongBench v2" only for a run over all 503 questions; a partial run says how many it
+        scored (``LongBench v2 (subset: 100 of 503 questions)``).
+        """
+        return eval_results_from_dict(self.to_dict())
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (without the per-question lines)."""
         return {
@@ -310,11 +321,30 @@ class V2Report:
         return out
 
 
-def _bos_prefix(tokenizer: Any, backend: Any) -> str:
-    """BOS text for an in-process model without a chat template (its prompt is tokenized raw)."""
-    if tokenizer is None or getattr(tokenizer, "chat_template", None) or getattr(backend, "kind", "") != "transformers":
-        return ""
-    return getattr(tokenizer, "bos_token", None) or ""
+#: Questions in LongBench v2 (a run over fewer is labelled a subset).
+NUM_QUESTIONS = 503
+
+
+def eval_results_from_dict(results: dict[str, Any]) -> list[Any]:
+    """Model-index entries from a LongBench v2 ``results.json`` (:meth:`V2Report.to_dict`)."""
+    from huggingface_hub import EvalResult
+
+    n = int((results.get("counts") or {}).get("Overall", 0))
+    name = "LongBench v2" if n == NUM_QUESTIONS else f"LongBench v2 (subset: {n} of {NUM_QUESTIONS} questions)"
+    return [
+        EvalResult(
+            task_type="text-generation",
+            task_name="Long-context multiple-choice QA",
+            dataset_type=LONGBENCH_V2_DATASET_ID,
+            dataset_name=name,
+            dataset_split="train",  # LongBench v2's only split
+            metric_type="accuracy",
+            metric_name=f"Accuracy ({group.lower()})",
+            metric_value=value,
+        )
+        for group, value in results["scores"].items()
+        if value is not None
+    ]
 
 
 def evaluate_longbench_v2(
@@ -339,7 +369,8 @@ def evaluate_longbench_v2(
         tokenizer: Tokenizer (object, path or id) for truncation; default: the local backend's.
             Required for an endpoint (LongBench v2 truncates with the model's tokenizer).
         max_length: Prompt budget in tokens (pred.py's ``model2maxlen``: 120,000 for 128k models);
-            default :func:`default_max_length` of a local model's ``max_position_embeddings``.
+            default :func:`default_max_length` of a local model's ``max_position_embeddings``;
+            ``0`` sends prompts untruncated (not LongBench v2's protocol).
         cot: Chain of thought (``0shot_cot`` then ``0shot_cot_ans``, 1,024 then 128 new tokens).
         temperature: pred.py uses 0.1; 0 means greedy.
         limit: Only the first ``limit`` questions.
@@ -354,21 +385,23 @@ def evaluate_longbench_v2(
     try:
         backend_tokenizer = getattr(backend, "tokenizer", None)
         tok = backend_tokenizer if owned and backend_tokenizer is not None else (_load_tokenizer(tokenizer) or backend_tokenizer)
-        if tok is None:
+        if tok is None and max_length != 0:
             raise ValueError("LongBench v2 truncates with the model's tokenizer: pass tokenizer= (object, path or Hub id)")
         if max_length is None:
             window = getattr(getattr(getattr(backend, "model", None), "config", None), "max_position_embeddings", None)
             if window is None:
                 raise ValueError("pass max_length (LongBench v2 uses 120000 for 128k-context models)")
             max_length = default_max_length(int(window))
-        bos = _bos_prefix(tok, backend)
         model_id = str(_run_coro(backend.model_id()))
 
         def ask(prompts: list[str], max_new: int, desc: str) -> list[Any]:
             requests = [
                 GenerationRequest(
-                    key=f"{q['_id']}", messages=({"role": "user", "content": bos + truncate(p, tok, max_length)},),
-                    max_new_tokens=max_new, temperature=temperature, seed=0 if temperature > 0 else None,
+                    key=str(q["_id"]),
+                    messages=({"role": "user", "content": truncate(p, tok, max_length) if max_length else p},),
+                    max_new_tokens=max_new,
+                    temperature=temperature,
+                    seed=0 if temperature > 0 else None,
                 )
                 for q, p in zip(questions, prompts)
             ]
@@ -376,6 +409,8 @@ def evaluate_longbench_v2(
                 return run_requests(backend, requests, on_result=lambda _res: bar.update(1))
 
         template = TEMPLATE_0SHOT_COT if cot else TEMPLATE_0SHOT
+        if max_length == 0:
+            logger.warning("LongBench v2: max_length=0, prompts are sent untruncated (not LongBench v2's protocol)")
         logger.info("LongBench v2: %d questions (cot=%s, max_length=%d)", len(questions), cot, max_length)
         results = ask([build_prompt(template, q) for q in questions], 1024 if cot else 128, "LongBench v2")
         cot_texts: list[str | None] = [None] * len(questions)
@@ -416,7 +451,6 @@ def evaluate_longbench_v2(
             "temperature": temperature,
             "limit": limit,
             "backend": backend.kind,
-            "bos_added": bool(bos),
         },
     )
     logger.info("LongBench v2: overall accuracy %s%%", report.scores["Overall"])

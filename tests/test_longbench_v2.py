@@ -211,11 +211,33 @@ def test_evaluate_command_runs_v2_on_the_tiny_model(tmp_path: Path, tiny_model_d
     from hf_context_synthesis.cli import main
 
     out = tmp_path / "out"
-    rc = main(["evaluate", "--suite", "longbench-v2", "--model", tiny_model_dir, "--data-dir", str(data_file),
-               "--output-dir", str(out), "--limit", "2", "--temperature", "0", "--device", "cpu"])  # fmt: skip
+    data = tmp_path / "three.jsonl"  # every group non-empty (result.py divides by each group's size)
+    data.write_text("".join(json.dumps(QUESTIONS[i]) + "\n" for i in (0, 2, 4)), "utf-8")
+    rc = main(["evaluate", "--suite", "longbench-v2", "--model", tiny_model_dir, "--data-dir", str(data),
+               "--output-dir", str(out), "--batch-size", "3", "--device", "cpu"])  # fmt: skip
     assert rc == 0
     results = json.loads((out / "results.json").read_text())
-    assert results["suite"] == "longbench-v2" and results["counts"]["Overall"] == 2
+    assert results["suite"] == "longbench-v2" and results["counts"]["Overall"] == 3
     assert results["settings"]["max_length"] == default_max_length(131072)
     _, line = ref.result_rows(out / "predictions")
-    assert [float(v) for v in line.split("\t")[1:4]] == [results["scores"][k] for k in ("Overall", "Easy", "Hard")]
+    assert [float(v) for v in line.split("\t")[1:]] == list(results["scores"].values())
+    assert json.loads((out / "result.json").read_text()) == results["scores"]
+
+
+def test_model_index_entries_are_labelled_by_coverage(tmp_path: Path, data_file: Path, tiny_tokenizer) -> None:
+    """A 6-question run is published as a LongBench v2 *subset*; push-model's loader reads the v2 results.json."""
+    from hf_context_synthesis.hub import load_eval_results
+    from hf_context_synthesis.longbench_v2 import eval_results_from_dict
+
+    report = evaluate_longbench_v2(
+        ScriptedBackend(RESPONSES), data_file, tokenizer=tiny_tokenizer, max_length=5000, output_dir=tmp_path / "o"
+    )
+    entries = load_eval_results(tmp_path / "o")
+    assert [(e.metric_name, e.metric_value) for e in entries] == [
+        (f"Accuracy ({k.lower()})", v) for k, v in report.scores.items()
+    ]
+    assert {(e.dataset_type, e.dataset_name, e.dataset_split, e.metric_type) for e in entries} == {
+        ("THUDM/LongBench-v2", "LongBench v2 (subset: 6 of 503 questions)", "train", "accuracy")
+    }
+    full = dict(report.to_dict(), counts={"Overall": 503})
+    assert {e.dataset_name for e in eval_results_from_dict(full)} == {"LongBench v2"}
