@@ -349,3 +349,31 @@ def test_streaming_dataset_trains_and_reports_packing_stats_read_during_training
     assert summary["global_step"] == 3
     assert stats["num_rows"] >= 3 and stats["num_examples"] >= stats["num_rows"]
     assert 0 < stats["efficiency"] <= 1
+
+
+def test_cli_train_takes_trl_names_and_refuses_packing_conflicts(tmp_path, rows, tiny_model_dir, capsys):
+    """--model_name_or_path/--dataset_name/--output_dir are TRL's names; --packing true etc. are refused up front."""
+    from hf_context_synthesis.cli import main
+
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "trl-names"
+    base = ["train", "--model_name_or_path", tiny_model_dir, "--dataset_name", str(data), "--output_dir", str(out)]
+    for flag, value, why in (
+        ("--packing", "true", "packed by hf_context_synthesis"),
+        ("--padding_free", "true", "already padding-free"),
+        ("--remove_unused_columns", "true", "seq_lengths"),
+    ):
+        assert main([*base, flag, value]) == 2
+        err = capsys.readouterr().err
+        assert f"{flag} true conflicts with the packing path" in err and why in err
+        assert not out.exists()  # refused before anything is written
+    assert main(["train", "--model_name_or_path", tiny_model_dir, "--model", str(tmp_path / "other"),
+                 "--dataset_name", str(data), "--output_dir", str(out)]) == 2
+    assert "disagree" in capsys.readouterr().err
+    argv = [*base, "--max_steps", "1", "--max_length", "768", "--dataset_num_proc", "1", "--use_cpu", "true",
+            "--save_strategy", "no", "--disable_tqdm", "true", "--activation_checkpointing", "false"]
+    assert main(argv) == 0
+    summary = json.loads((out / SUMMARY_FILE).read_text())
+    assert summary["base_model"] == tiny_model_dir and summary["dataset"] == str(data)
+    assert summary["packing"]["num_proc"] == 1 and summary["global_step"] == 1
