@@ -241,3 +241,31 @@ def test_model_index_entries_are_labelled_by_coverage(tmp_path: Path, data_file:
     }
     full = dict(report.to_dict(), counts={"Overall": 503})
     assert {e.dataset_name for e in eval_results_from_dict(full)} == {"LongBench v2"}
+
+
+def test_hub_dataset_id_data_json_and_parquet_mirror(tmp_path: Path, monkeypatch, data_file: Path) -> None:
+    """``--data-dir owner/name[@revision]``: the repo's data.json, or its parquet files on another revision."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from huggingface_hub import HfApi, constants
+
+    from hf_context_synthesis.testing.fake_hub import FakeHubServer, hub_endpoint
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-home" / "hub"))
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    pq.write_table(pa.Table.from_pylist(QUESTIONS[:3]), tmp_path / "0000.parquet")
+    with FakeHubServer(token="hf_test", write_namespaces={"lb"}) as server, hub_endpoint(server.url):
+        api = HfApi(token="hf_test")
+        api.create_repo("lb/LongBench-v2", repo_type="dataset")
+        api.upload_file(path_or_fileobj=str(data_file), path_in_repo="data.json", repo_id="lb/LongBench-v2",
+                        repo_type="dataset")  # fmt: skip
+        api.create_branch("lb/LongBench-v2", branch="parquet", repo_type="dataset")
+        api.upload_file(path_or_fileobj=str(tmp_path / "0000.parquet"), path_in_repo="default/train/0000.parquet",
+                        repo_id="lb/LongBench-v2", repo_type="dataset", revision="parquet")  # fmt: skip
+        api.delete_file("data.json", "lb/LongBench-v2", repo_type="dataset", revision="parquet")  # parquet only
+        monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
+        monkeypatch.setenv("HF_TOKEN", "hf_test")
+        assert [q["_id"] for q in load_questions("lb/LongBench-v2")] == [f"q{i}" for i in range(6)]
+        assert load_questions("lb/LongBench-v2@parquet") == load_questions(data_file)[:3]
+    assert (tmp_path / "hf-home" / "hub").is_dir()  # downloads went to the test's cache, not ~/.cache
