@@ -161,3 +161,22 @@ def test_summary_and_throughput_are_global_and_labelled(run, expected):
     assert logs[-1]["num_tokens"] == EPOCHS * (example_tokens + 2)
     epochs = [h for h in state["log_history"] if "train_epoch_real_tokens" in h]
     assert [h["train_epoch_real_tokens"] for h in epochs] == [example_tokens] * EPOCHS
+
+
+def test_accelerate_cpu_flag_quietly_starts_one_process(tmp_path):
+    """What the README says about launching on a machine without CUDA: ``--cpu --num_processes 2``
+    quietly starts ONE process (``--multi_gpu --num_processes 2`` starts two, which train as one gloo
+    DDP job because ``context-synthesis train`` sets ``use_cpu``: the ``run`` fixture above)."""
+    if shutil.which("accelerate") is None:
+        pytest.skip("accelerate CLI not installed")
+    if torch.cuda.is_available():
+        pytest.skip("about machines without CUDA")
+    script = tmp_path / "who.py"
+    script.write_text("import os\nprint('PROCESS', os.environ.get('RANK', 'none'), flush=True)\n")
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf")}
+    env.pop("ACCELERATE_USE_CPU", None)
+    common = ["--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    cpu = subprocess.run(["accelerate", "launch", "--cpu", *common, str(script)], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert cpu.returncode == 0, cpu.stderr[-2000:]
+    assert cpu.stdout.count("PROCESS") == 1
