@@ -46,6 +46,8 @@ _LAZY = {
     "merge_shards": "sharding",
     "evaluate_longbench": "evaluation",
     "EvalReport": "evaluation",
+    "evaluate_longbench_v2": "longbench_v2",
+    "V2Report": "longbench_v2",
     "qa_f1_score": "metrics",
     "rouge_score": "metrics",
     "select_by_context_dependence": "context_dependence",
