@@ -185,6 +185,8 @@ def test_cli_synthesize_sigkill_then_resume(served, tmp_path):
     rows = datasets.load_dataset("parquet", data_files=str(out / "data" / "*.parquet"), split="train",
                                  cache_dir=str(tmp_path / "pq"))
     assert len(rows) == N and set(rows["generator"]) == {model}
+    settings = (out / "synthesis_config.json").read_text()
+    assert json.loads(settings)["generator"] == model and url not in settings  # the model id, not the URL
     assert f"examples: {N}" in resumed.stdout and "requests:" in resumed.stdout
 
 

@@ -13,7 +13,13 @@ Routes (the subset of TGI that :class:`huggingface_hub.AsyncInferenceClient` use
 * ``POST /`` and ``POST /generate``: ``{"inputs", "parameters"}`` -> ``{"generated_text", "details"}``
   (``details`` only when ``parameters.details`` is true, as in TGI). Streaming is not implemented.
 * ``POST /v1/chat/completions``: OpenAI chat schema with ``usage`` token counts.
-* ``GET /info`` (``model_id``, ``max_concurrent_requests``, ...) and ``GET /health``.
+* ``GET /info`` (``model_id``, ``max_concurrent_requests``, ``max_input_tokens``, ...), ``GET /v1/models``
+  (OpenAI's model list) and ``GET /health``.
+
+With ``protocol="openai"`` only ``/v1/chat/completions``, ``/v1/models`` and ``/health`` exist (like
+``transformers serve`` or vLLM) and a chat request naming another model than the served one is
+refused (``400 Server is pinned to ...``). Unknown routes answer ``404`` in the server's
+``error_style`` (TGI, OpenAI, FastAPI or plain text bodies) and are counted too.
 
 Behaviour: every generation request waits for one of ``capacity`` slots (excess requests queue, like
 TGI's continuous batcher), holds it for ``latency`` seconds, then answers; the server's maximum
