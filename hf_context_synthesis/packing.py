@@ -699,9 +699,11 @@ class PackedDataCollator:
       is trained to predict the start of the next one), ``position_ids`` (restart at 0 at every
       example: transformers keeps examples apart with them; taken from the rows' ``position_ids`` or
       rebuilt from ``seq_lengths``; a row with neither is one example);
-    * with ``return_flash_kwargs``: ``cu_seq_lens_q`` / ``cu_seq_lens_k`` (int32 cumulative example
-      boundaries ``[0, l0, l0+l1, ..., total]``) and ``max_length_q`` / ``max_length_k`` (int, the
-      longest example);
+    * with ``return_flash_kwargs`` (the default, as in TRL's padding-free collator; eager, sdpa and flex
+      attention ignore them): ``cu_seq_lens_q`` / ``cu_seq_lens_k`` (int32 cumulative example
+      boundaries ``[0, l0, l0+l1, ..., total]``), ``max_length_q`` / ``max_length_k`` (int, the
+      longest example) and ``seq_idx`` (int32 ``[1, total]``, the example index of every token, for
+      linear-attention and SSM layers, as TRL emits it);
     * with ``loss_weighting="example"``: ``loss_weights`` (float32, shape of ``labels``), ``1 / N_k``
       on the ``N_k`` answer tokens of each example, 0 elsewhere; the trainer divides the weighted sum by
       the number of examples in the global batch (see :func:`longalign_loss`).
@@ -718,7 +720,7 @@ class PackedDataCollator:
     """
 
     pad_token_id: int = 0
-    return_flash_kwargs: bool = False
+    return_flash_kwargs: bool = True
     loss_weighting: str = "token"
     pad_to_multiple_of: int | None = None
     real_tokens: int = field(default=0, init=False)
@@ -774,6 +776,9 @@ class PackedDataCollator:
             cu = torch.from_numpy(np.concatenate([[0], np.cumsum(segs)]).astype(np.int32))
             longest = int(segs.max()) if segs.size else 0
             batch.update(cu_seq_lens_q=cu, cu_seq_lens_k=cu.clone(), max_length_q=longest, max_length_k=longest)
+            # example index of every token, as TRL's padding-free collator emits (linear-attention / SSM layers)
+            seq_idx = np.repeat(np.arange(segs.size, dtype=np.int32), segs)
+            batch["seq_idx"] = torch.from_numpy(seq_idx).unsqueeze(0)
         if self.loss_weighting == "example":
             batch["loss_weights"] = torch.from_numpy(example_loss_weights(labels, seq)).unsqueeze(0)
         self.real_tokens += real

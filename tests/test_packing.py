@@ -464,3 +464,19 @@ def test_packing_config_validation_and_bad_input(tok):
     ):
         out = prepare_packed_dataset(empty, tok, max_length=8)
         assert len(out) == 0 and out.packing_stats.num_rows == 0 and out.packing_stats.num_examples == 0
+
+
+def test_flash_kwargs_and_seq_idx_on_by_default_match_trls_padding_free_collator():
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    ids = list(range(1, 13))
+    row = {"input_ids": ids, "labels": ids, "seq_lengths": [5, 4, 3]}
+    ours = PackedDataCollator()([row])
+    trl = DataCollatorForLanguageModeling(pad_token_id=0, padding_free=True, return_position_ids=True)(
+        [{"input_ids": ids, "seq_lengths": [5, 4, 3]}]
+    )
+    for key in ("position_ids", "cu_seq_lens_q", "cu_seq_lens_k", "seq_idx"):
+        assert torch.equal(ours[key], trl[key]), key
+    assert ours["seq_idx"].dtype == trl["seq_idx"].dtype and ours["seq_idx"][0].tolist() == [0] * 5 + [1] * 4 + [2] * 3
+    assert (ours["max_length_q"], ours["max_length_k"]) == (trl["max_length_q"], trl["max_length_k"]) == (5, 5)
+    assert PackingConfig().return_flash_kwargs is True
