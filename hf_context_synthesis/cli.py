@@ -11,6 +11,7 @@ import argparse
 import importlib
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -303,10 +304,11 @@ def _with_evaluate_preflight(run: Callable[[argparse.Namespace], int]) -> Callab
         from .dry_run import RunSetupError, check_model
 
         data_dir = getattr(args, "data_dir", None)
-        if isinstance(data_dir, str) and not os.path.isdir(data_dir):
+        hub_id = isinstance(data_dir, str) and re.fullmatch(r"[\w.-]+/[\w.-]+(@[\w./-]+)?", data_dir)
+        if isinstance(data_dir, str) and not os.path.exists(data_dir) and not hub_id:
             raise RunSetupError(
-                f"evaluate: --data-dir {data_dir!r} is not a folder of LongBench <task>.jsonl files "
-                "(see the README: Seeds and LongBench data)"
+                f"evaluate: --data-dir {data_dir!r} is not a folder of LongBench <task>.jsonl files, a data.zip "
+                "or a Hub dataset id (see the README: Seeds and LongBench data)"
             )
         model = getattr(args, "model", None)
         if isinstance(model, str) and model:

@@ -1,19 +1,27 @@
 """LongBench document-level evaluation (the paper's main table) and the ``evaluate`` subcommand.
 
-:func:`evaluate_longbench` runs LongBench's protocol on local LongBench-format jsonl files (see
-:mod:`hf_context_synthesis.longbench`): fill the task prompt, middle-truncate it, generate greedily
-with the task's maximum generation length through any
-:class:`~hf_context_synthesis.backends.base.GenerationBackend` (a TGI endpoint or an in-process
-``transformers`` model), score with :mod:`hf_context_synthesis.metrics`, and return an
-:class:`EvalReport` with per-task scores, a markdown table and ``huggingface_hub.EvalResult`` entries
-for a model card.
+:func:`evaluate_longbench` runs LongBench's ``pred.py`` protocol on LongBench's test data (a folder of
+``<task>.jsonl`` files, ``data.zip`` or a Hub parquet mirror, see
+:func:`~hf_context_synthesis.longbench.resolve_data`): fill the task prompt, truncate it in the middle
+to ``max_length`` tokens counted with special tokens (BOS included), then the backend applies the
+chat template (a model without one gets the raw prompt after its BOS, as ``tokenizer(prompt)``
+gives it), generate greedily with the task's ``dataset2maxlen`` new tokens, one request at a time by
+default, and score with LongBench's rules (:mod:`hf_context_synthesis.metrics`).
 
-Prompt handling matches LongBench's ``pred.py``: the *raw* prompt (before the chat template) is
-truncated in the middle, then the backend applies the chat template (chat models, all eight tasks are
-chat tasks in LongBench). One deliberate difference: LongBench truncates to the model's
-``model2maxlen`` entry, which already leaves room for the answer; here the token budget is
-``max_length - max_new_tokens - <chat-template tokens>`` where ``max_length`` is the model's context
-window, so the full conversation always fits.
+``max_length`` is LongBench's prompt budget (``config/model2maxlen.json``): 31,500 for a 32k model,
+127,500 for a 128k model (:data:`~hf_context_synthesis.longbench.PROMPT_BUDGETS`); by default it is
+derived from the model's context window with the same rule. ``max_length=0`` sends untruncated
+prompts (not LongBench's protocol; recorded as such).
+
+Outputs (:meth:`EvalReport.save`): LongBench's prediction files ``<longbench_name>.jsonl`` (one
+``{"pred", "answers", "all_classes", "length"}`` line per example) and its flat ``result.json``
+(``{"2wikimqa": 31.2, ...}``), so LongBench's ``eval.py`` runs on the folder unchanged and writes the
+same numbers; beside them the richer ``results.json``, ``results.md`` and ``predictions/<task>.jsonl``
+(per-example diagnostics).
+
+``label`` says what the data is: only a run on LongBench's real test data is called LongBench; the
+recipe's held-out synthesized examples are evaluated with ``label="held-out synthesized"`` and appear
+as e.g. "held-out synthesized (narrativeqa template)" in logs, ``results.md`` and the model-index.
 """
 
 from __future__ import annotations
@@ -31,22 +39,34 @@ from .backends.base import GenerationBackend, GenerationRequest, _run_coro, run_
 from .longbench import (
     LONGBENCH_NAMES,
     LONGBENCH_TASKS,
-    available_tasks,
     build_prompt,
     canonical_task,
     dataset2maxlen,
+    default_max_length,
     load_task,
     middle_truncate,
+    resolve_data,
 )
-from .metrics import METRIC_DISPLAY_NAMES, metric_for_task, score_example
+from .metrics import METRIC_DISPLAY_NAMES, metric_for_task, score_example, scorer
 from .progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EvalReport", "TaskScore", "add_cli_arguments", "evaluate_longbench", "run_cli"]
+__all__ = ["HELD_OUT_LABEL", "LONGBENCH_LABEL", "EvalReport", "TaskScore", "add_cli_arguments", "evaluate_longbench", "run_cli"]
 
 #: Hub dataset whose test sets the local files hold (goes into the model-index ``dataset.type``).
 LONGBENCH_DATASET_ID = "THUDM/LongBench"
+#: ``label`` of a run on LongBench's real test data (the only one published as LongBench results).
+LONGBENCH_LABEL = "LongBench"
+#: ``label`` of the recipe's held-out check on synthesized examples in LongBench's templates.
+HELD_OUT_LABEL = "held-out synthesized"
+
+
+def dataset_display_name(label: str, task: str) -> str:
+    """``"LongBench (2wikimqa)"`` for LongBench, ``"held-out synthesized (2wikiqa template)"`` otherwise."""
+    if label == LONGBENCH_LABEL:
+        return f"LongBench ({LONGBENCH_NAMES[task]})"
+    return f"{label} ({task} template)"
 
 
 @dataclass
@@ -61,6 +81,8 @@ class TaskScore:
         num_failed: Examples whose generation failed (scored 0, as an empty prediction).
         max_new_tokens: Generation length used (LongBench's ``dataset2maxlen``).
         num_truncated: Prompts shortened by middle truncation.
+        longbench_score: The score with LongBench's own metric (differs from ``score`` only when
+            summarization is scored with the ``rouge-score`` option); what ``result.json`` holds.
     """
 
     task: str
@@ -70,6 +92,7 @@ class TaskScore:
     num_failed: int = 0
     max_new_tokens: int = 0
     num_truncated: int = 0
+    longbench_score: float | None = None
 
 
 @dataclass
@@ -82,13 +105,23 @@ class EvalReport:
         predictions: Task name -> one dict per example (``id``, ``pred``, ``answers``, ``length``,
             ``score`` (0..1), ``prompt_tokens``, ``truncated``, ``error``), LongBench's ``pred``
             file layout plus diagnostics.
-        settings: How the run was configured (data folder, max length, limit, ...).
+        settings: How the run was configured (data, max length, limit, ``label``, ...).
     """
 
     model_id: str
     tasks: dict[str, TaskScore]
     predictions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """What was evaluated: ``"LongBench"`` or e.g. ``"held-out synthesized"`` (``settings["label"]``)."""
+        return str(self.settings.get("label") or LONGBENCH_LABEL)
+
+    @property
+    def is_longbench(self) -> bool:
+        """Whether this is a run on LongBench's test data (publishable as LongBench results)."""
+        return self.label == LONGBENCH_LABEL
 
     @property
     def scores(self) -> dict[str, float]:
@@ -104,35 +137,53 @@ class EvalReport:
 
     def to_markdown(self) -> str:
         """A markdown table: one row per task and an average row."""
+        if self.is_longbench:
+            title = f"LongBench document-level evaluation of `{self.model_id}` (LongBench test data)"
+        else:
+            title = (
+                f"{self.label[:1].upper()}{self.label[1:]} evaluation of `{self.model_id}`: examples in "
+                "LongBench's prompt templates, **not LongBench**"
+            )
         lines = [
-            f"LongBench document-level evaluation of `{self.model_id}`",
+            title,
             "",
             "| Task | Metric | Score | Examples | Failed | Truncated |",
             "| --- | --- | ---: | ---: | ---: | ---: |",
         ]
         for s in self.tasks.values():
+            name = s.task if self.is_longbench else dataset_display_name(self.label, s.task)
             lines.append(
-                f"| {s.task} | {s.metric} | {s.score:.2f} | {s.num_examples} | {s.num_failed} | {s.num_truncated} |"
+                f"| {name} | {s.metric} | {s.score:.2f} | {s.num_examples} | {s.num_failed} | {s.num_truncated} |"
             )
         lines.append(f"| **Average** | | **{self.average:.2f}** | | | |")
         return "\n".join(lines) + "\n"
 
-    def eval_results(self, dataset_id: str = LONGBENCH_DATASET_ID) -> list[Any]:
-        """One ``huggingface_hub.EvalResult`` per task, for ``ModelCardData(eval_results=...)``."""
+    def eval_results(self, dataset_id: str | None = None) -> list[Any]:
+        """One ``huggingface_hub.EvalResult`` per task, for ``ModelCardData(eval_results=...)``.
+
+        LongBench runs: dataset ``THUDM/LongBench``, config = LongBench's task name, split ``test``.
+        Any other label (held-out synthesized examples): dataset name e.g. "held-out synthesized
+        (narrativeqa template)", type ``dataset_id`` (the synthesized dataset's repo, if given) or
+        ``"held-out-synthesized"``, split ``"held-out"``: never LongBench.
+        """
         from huggingface_hub import EvalResult
 
         results = []
         for s in self.tasks.values():
             config = LONGBENCH_NAMES[s.task]
             metric_type = next((t for name, t in METRIC_DISPLAY_NAMES.values() if name == s.metric), s.metric)
+            if self.is_longbench:
+                dataset = {"dataset_type": dataset_id or LONGBENCH_DATASET_ID, "dataset_config": config,
+                           "dataset_split": "test"}
+            else:
+                dataset = {"dataset_type": dataset_id or "held-out-synthesized", "dataset_config": s.task,
+                           "dataset_split": "held-out"}
             results.append(
                 EvalResult(
                     task_type="text-generation",
                     task_name="Long-context understanding",
-                    dataset_type=dataset_id,
-                    dataset_name=f"LongBench ({config})",
-                    dataset_config=config,
-                    dataset_split="test",
+                    dataset_name=dataset_display_name(self.label, s.task),
+                    **dataset,
                     metric_type=metric_type,
                     metric_name=s.metric,
                     metric_value=s.score,
@@ -150,16 +201,42 @@ class EvalReport:
             "settings": self.settings,
         }
 
+    def longbench_result(self) -> dict[str, float]:
+        """LongBench's flat ``result.json``: LongBench task name -> score with LongBench's metric."""
+        return {
+            LONGBENCH_NAMES[t]: s.score if s.longbench_score is None else s.longbench_score
+            for t, s in self.tasks.items()
+        }
+
     def save(self, output_dir: str | os.PathLike[str]) -> Path:
-        """Write ``results.json``, ``results.md`` and ``predictions/<task>.jsonl`` to ``output_dir``."""
+        """Write the results to ``output_dir``.
+
+        ``<longbench_name>.jsonl`` (LongBench's pred files: ``pred``, ``answers``, ``all_classes``,
+        ``length``) and ``result.json`` (LongBench's flat layout, as its ``eval.py`` writes it), plus
+        ``results.json``, ``results.md`` and ``predictions/<task>.jsonl`` (per-example diagnostics).
+        Each file is written to a temporary name and renamed, so a crash leaves no half file.
+        """
         out = Path(output_dir)
         (out / "predictions").mkdir(parents=True, exist_ok=True)
-        (out / "results.json").write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", "utf-8")
-        (out / "results.md").write_text(self.to_markdown(), "utf-8")
+
+        def write(path: Path, text: str) -> None:
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text(text, "utf-8")
+            os.replace(tmp, path)
+
         for task, rows in self.predictions.items():
-            with open(out / "predictions" / f"{task}.jsonl", "w", encoding="utf-8") as f:
-                for row in rows:
-                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            write(out / "predictions" / f"{task}.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+            write(
+                out / f"{LONGBENCH_NAMES[task]}.jsonl",
+                "".join(
+                    json.dumps({"pred": r["pred"], "answers": r["answers"], "all_classes": r["all_classes"],
+                                "length": r["length"]}, ensure_ascii=False) + "\n"
+                    for r in rows
+                ),
+            )
+        write(out / "result.json", json.dumps(self.longbench_result(), ensure_ascii=False, indent=4))
+        write(out / "results.json", json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
+        write(out / "results.md", self.to_markdown())
         return out
 
 
@@ -187,60 +264,75 @@ def _make_backend(
     return TransformersBackend(model, tokenizer=tokenizer, batch_size=batch_size, device=device), True
 
 
-def _chat_overhead(tokenizer: Any) -> int:
-    """Tokens the chat template adds around an empty user turn (0 without a template)."""
-    if not getattr(tokenizer, "chat_template", None):
-        return 0
-    try:
-        text = tokenizer.apply_chat_template(
-            [{"role": "user", "content": ""}], tokenize=False, add_generation_prompt=True
-        )
-    except Exception:  # noqa: BLE001 - templates that reject an empty turn: count nothing
-        return 0
-    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+def _context_window(backend: Any, tokenizer_source: Any) -> int | None:
+    """The model's context window: the local model's config, else the config beside the tokenizer."""
+    config = getattr(getattr(backend, "model", None), "config", None)
+    window = getattr(config, "max_position_embeddings", None)
+    if window is None and isinstance(tokenizer_source, (str, os.PathLike)):
+        try:
+            from transformers import AutoConfig
+
+            window = getattr(AutoConfig.from_pretrained(os.fspath(tokenizer_source)), "max_position_embeddings", None)
+        except Exception:  # noqa: BLE001 - a tokenizer without a model config: the caller must say
+            window = None
+    return int(window) if window else None
 
 
 def evaluate_longbench(
     model_or_backend: Any,
-    data_dir: str | os.PathLike[str],
+    data_dir: Any,
     tasks: list[str] | tuple[str, ...] | None = None,
     *,
     tokenizer: Any = None,
     max_length: int | None = None,
     limit: int | None = None,
-    batch_size: int = 8,
+    batch_size: int = 1,
     device: str | None = None,
     output_dir: str | os.PathLike[str] | None = None,
+    label: str = LONGBENCH_LABEL,
+    summarization_metric: str = "rouge",
 ) -> EvalReport:
-    """Evaluate a model on LongBench's document-level tasks from local jsonl files.
+    """Evaluate a model on LongBench's document-level tasks, as LongBench's ``pred.py`` and ``eval.py`` do.
 
     Args:
-        model_or_backend: A :class:`GenerationBackend` (e.g. ``TGIBackend``), a TGI URL, a local
-            model path / Hub id, or a loaded ``transformers`` causal LM (the last two run in process
-            with :class:`~hf_context_synthesis.backends.local.TransformersBackend`).
-        data_dir: Folder with LongBench-format ``<task>.jsonl`` files.
-        tasks: Tasks to run (either naming scheme); default: every document-level task with a file.
-        tokenizer: Tokenizer (object, path or id) for middle truncation; default: the local
-            backend's tokenizer. Remote backends need one when ``max_length`` is set.
-        max_length: Context window in tokens; prompts are middle-truncated to ``max_length -
-            max_new_tokens - chat-template tokens``. Default: a local model's
-            ``max_position_embeddings``; no truncation for a remote backend.
+        model_or_backend: A :class:`GenerationBackend` (e.g. ``TGIBackend``), a TGI / OpenAI-compatible
+            URL, a local model path / Hub id, or a loaded ``transformers`` causal LM (the last two run
+            in process with :class:`~hf_context_synthesis.backends.local.TransformersBackend`).
+        data_dir: LongBench's test data: a folder of ``<task>.jsonl`` files, ``data.zip``, or a Hub
+            dataset id of a parquet mirror (:func:`~hf_context_synthesis.longbench.resolve_data`).
+        tasks: Tasks to run (either naming scheme); default: every document-level task with data.
+        tokenizer: Tokenizer (object, path or id) for truncation; default: the local backend's.
+            Endpoints need one unless ``max_length=0``.
+        max_length: LongBench's prompt budget in tokens, BOS included (31,500 for 32k models,
+            127,500 for 128k; :data:`~hf_context_synthesis.longbench.PROMPT_BUDGETS`). Default: from
+            the model's context window (:func:`~hf_context_synthesis.longbench.default_max_length`);
+            ``0`` = no truncation (not LongBench's protocol).
         limit: At most this many examples per task (the first ones of each file).
-        batch_size: Requests generated together (local) or in flight (TGI URL).
+        batch_size: Local: prompts generated together (default 1, as LongBench; larger batches
+            left-pad, which can change greedy outputs). Endpoint: requests in flight (each request
+            is generated on its own, outputs unchanged).
         device: Device for a model loaded here.
         output_dir: When given, :meth:`EvalReport.save` writes the results there.
+        label: What the data is: ``"LongBench"`` (its real test data, the default) or e.g.
+            :data:`HELD_OUT_LABEL` for held-out synthesized examples (never called LongBench).
+        summarization_metric: ``"rouge"`` (LongBench's, default) or ``"rouge-score"`` (Google's;
+            ``result.json`` keeps LongBench's number).
 
     Generation is greedy (``temperature=0``) with LongBench's per-task ``dataset2maxlen``.
     """
+    data = resolve_data(data_dir)
     if tasks is None:
-        tasks = available_tasks(data_dir)
+        tasks = data.tasks
         if not tasks:
             raise FileNotFoundError(
-                f"no LongBench task files in {data_dir}; expected <task>.jsonl for tasks {list(LONGBENCH_TASKS)}"
+                f"no LongBench task files in {data_dir}; expected <task>.jsonl (or parquet) for tasks "
+                f"{list(LONGBENCH_TASKS)}"
+                + (f" (found only unsupported ones: {', '.join(data.unsupported)})" if data.unsupported else "")
             )
     task_names = list(dict.fromkeys(canonical_task(t) for t in tasks))
+    metric_for_task(task_names[0], summarization_metric)  # an unknown metric name fails now
     # read every file first: bad data fails before any model is loaded
-    data = {task: load_task(data_dir, task, limit=limit) for task in task_names}
+    examples = {task: load_task(data, task, limit=limit) for task in task_names}
 
     backend, owned = _make_backend(model_or_backend, tokenizer=tokenizer, batch_size=batch_size, device=device)
     try:
@@ -249,40 +341,41 @@ def evaluate_longbench(
             tok = backend_tokenizer
         else:
             tok = _load_tokenizer(tokenizer) or backend_tokenizer
+        window = None
         if max_length is None:
-            model_config = getattr(getattr(backend, "model", None), "config", None)
-            max_length = getattr(model_config, "max_position_embeddings", None)
-        if max_length is not None and tok is None:
+            window = _context_window(backend, tokenizer)
+            if window is None:
+                raise ValueError(
+                    "max_length: pass LongBench's prompt budget (e.g. 31500 for a 32k model, 127500 for 128k; "
+                    "see PROMPT_BUDGETS), or 0 for no truncation: the model's context window is unknown here"
+                )
+            max_length = default_max_length(window)
+            logger.info("%s: context window %d -> LongBench prompt budget max_length=%d", label, window, max_length)
+        if max_length and tok is None:
             raise ValueError(
                 "max_length needs a tokenizer for middle truncation: pass tokenizer= (object, path or Hub id)"
             )
-        if max_length is None:
-            logger.warning("No max_length: prompts are sent untruncated (the server may reject long ones)")
-        overhead = _chat_overhead(tok) if tok is not None else 0
+        if not max_length:
+            logger.warning("max_length=0: prompts are sent untruncated (not LongBench's protocol)")
         model_id = _run_coro(backend.model_id())
 
         scores: dict[str, TaskScore] = {}
         predictions: dict[str, list[dict[str, Any]]] = {}
         for task in task_names:
             max_new = dataset2maxlen[task]
+            name = task if label == LONGBENCH_LABEL else dataset_display_name(label, task)
             requests: list[GenerationRequest] = []
             rows: list[dict[str, Any]] = []
-            for i, ex in enumerate(data[task]):
+            for i, ex in enumerate(examples[task]):
                 prompt = build_prompt(task, ex)
                 truncated = False
                 prompt_tokens = None
                 if tok is not None:
-                    if max_length is not None:
-                        budget = max_length - max_new - overhead
-                        if budget <= 0:
-                            raise ValueError(
-                                f"max_length={max_length} leaves no room for a prompt on {task} "
-                                f"(max_new_tokens={max_new}, chat template={overhead} tokens)"
-                            )
-                        shortened = middle_truncate(prompt, tok, budget)
+                    if max_length:
+                        shortened = middle_truncate(prompt, tok, max_length)
                         truncated = shortened != prompt
                         prompt = shortened
-                    prompt_tokens = len(tok(prompt, add_special_tokens=False)["input_ids"])
+                    prompt_tokens = len(tok(prompt)["input_ids"])  # as LongBench counts: special tokens included
                 requests.append(
                     GenerationRequest(
                         key=f"{task}/{i}",
@@ -301,19 +394,20 @@ def evaluate_longbench(
                         "truncated": truncated,
                     }
                 )
-            logger.info("LongBench %s: generating %d answers (max %d new tokens)", task, len(requests), max_new)
-            with progress_bar(total=len(requests), desc=f"LongBench {task}", unit="answer") as bar:
+            logger.info("%s: generating %d answers (max %d new tokens)", name, len(requests), max_new)
+            with progress_bar(total=len(requests), desc=name, unit="answer") as bar:
                 results = run_requests(backend, requests, on_result=lambda _res: bar.update(1))
             total = 0.0
             failed = 0
-            for row, ex, res in zip(rows, data[task], results):
+            for row, ex, res in zip(rows, examples[task], results):
                 pred = res.text if res.ok else ""
                 if not res.ok:
                     failed += 1
-                s = score_example(task, pred or "", ex.answers, ex.all_classes)
+                s = score_example(task, pred or "", ex.answers, ex.all_classes, summarization_metric)
                 total += s
-                row.update(pred=pred, score=s, error=res.error)
-            metric_name = METRIC_DISPLAY_NAMES[metric_for_task(task).__name__][0]
+                row.update(pred=pred or "", score=s, error=res.error)
+            metric = metric_for_task(task, summarization_metric)
+            metric_name = METRIC_DISPLAY_NAMES[metric.__name__][0]
             scores[task] = TaskScore(
                 task=task,
                 metric=metric_name,
@@ -323,10 +417,12 @@ def evaluate_longbench(
                 max_new_tokens=max_new,
                 num_truncated=sum(r["truncated"] for r in rows),
             )
+            if metric is not metric_for_task(task):
+                scores[task].longbench_score = scorer(task, [r["pred"] for r in rows], [r["answers"] for r in rows])
             predictions[task] = rows
             if failed:
-                logger.warning("LongBench %s: %d/%d generations failed (scored 0)", task, failed, len(rows))
-            logger.info("LongBench %s: %s %.2f", task, metric_name, scores[task].score)
+                logger.warning("%s: %d/%d generations failed (scored 0)", name, failed, len(rows))
+            logger.info("%s: %s %.2f", name, metric_name, scores[task].score)
     finally:
         if owned:
             _run_coro(backend.aclose())
@@ -336,11 +432,17 @@ def evaluate_longbench(
         tasks=scores,
         predictions=predictions,
         settings={
-            "data_dir": os.fspath(data_dir),
+            "label": label,
+            "data_dir": data.source,
+            "unsupported_files": data.unsupported,
             "tasks": task_names,
             "max_length": max_length,
+            "context_window": window,
+            "truncation": "LongBench pred.py: head + tail int(max_length/2) tokens, BOS counted"
+            if max_length else "none",
             "limit": limit,
-            "chat_template_tokens": overhead,
+            "batch_size": batch_size,
+            "summarization_metric": summarization_metric,
             "decoding": "greedy",
             "backend": backend.kind,
         },
@@ -354,32 +456,56 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``context-synthesis evaluate``."""
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", help="Local model folder or Hub id, generated in process with transformers.")
-    source.add_argument("--endpoint", help="TGI / Inference Endpoint URL to generate with.")
-    parser.add_argument("--data-dir", required=True, help="Folder with LongBench-format <task>.jsonl files.")
-    parser.add_argument("--output-dir", required=True, help="Where results.json, results.md, predictions/ go.")
+    source.add_argument("--endpoint", help="TGI / OpenAI-compatible endpoint URL to generate with.")
+    parser.add_argument("--suite", choices=("longbench", "longbench-v2"), default="longbench",
+                        help="LongBench (v1, the 8 document-level tasks; default) or LongBench v2 (503 MC questions).")
+    parser.add_argument("--data-dir", required=True,
+                        help="LongBench's test data: a folder of <task>.jsonl files, data.zip, or a Hub dataset id "
+                             "(parquet mirror). LongBench v2: data.json, a jsonl/parquet file, a folder or Hub id.")
+    parser.add_argument("--output-dir", required=True,
+                        help="Where LongBench's pred files + result.json and results.json, results.md go.")
     parser.add_argument(
         "--tasks", nargs="+", default=None, help=f"Tasks to run (default: all with a file): {' '.join(LONGBENCH_TASKS)}."
     )
     parser.add_argument("--tokenizer", default=None, help="Tokenizer for truncation (default: the model's).")
-    parser.add_argument("--max-length", type=int, default=None, help="Context window in tokens (see docs).")
+    parser.add_argument("--max-length", type=int, default=None,
+                        help="LongBench's prompt budget in tokens, BOS included: 3500 (4k), 7500 (8k), 15500 (16k), "
+                             "31500 (32k), 127500 (128k); LongBench v2 uses 120000. Default: from the model's "
+                             "context window by the same rule. 0 = no truncation (not LongBench's protocol).")
     parser.add_argument("--limit", type=int, default=None, help="At most N examples per task.")
-    parser.add_argument("--batch-size", type=int, default=8, help="Local batch size / TGI requests in flight.")
+    parser.add_argument("--batch-size", type=int, default=1,
+                        help="Local: prompts generated together (default 1 as LongBench; >1 left-pads, which can "
+                             "change greedy outputs). Endpoint: requests in flight.")
+    parser.add_argument("--summarization-metric", choices=("rouge", "rouge-score"), default="rouge",
+                        help="ROUGE-L of govreport/qmsum/multinews: 'rouge' = LongBench's (default), "
+                             "'rouge-score' = Google's (not comparable with LongBench).")
     parser.add_argument("--device", default=None, help="Device for a local model (default: cuda if available).")
     parser.add_argument("--log-level", default="INFO", help="Logging level (overrides -v/-q), e.g. DEBUG.")
 
 
 def run_cli(args: argparse.Namespace) -> int:
     """Run ``context-synthesis evaluate``; prints the table, returns 1 if any generation failed."""
-    report = evaluate_longbench(
-        args.endpoint or args.model,
-        args.data_dir,
-        tasks=args.tasks,
+    common = dict(
         tokenizer=args.tokenizer,
         max_length=args.max_length,
         limit=args.limit,
         batch_size=args.batch_size,
         device=args.device,
         output_dir=args.output_dir,
+    )
+    if getattr(args, "suite", "longbench") == "longbench-v2":
+        from .longbench_v2 import evaluate_longbench_v2
+
+        report: Any = evaluate_longbench_v2(args.endpoint or args.model, args.data_dir, **common)
+        print(report.to_markdown())
+        print(f"Results written to {args.output_dir}")
+        return 1 if report.num_failed else 0
+    report = evaluate_longbench(
+        args.endpoint or args.model,
+        args.data_dir,
+        tasks=args.tasks,
+        summarization_metric=args.summarization_metric,
+        **common,
     )
     print(report.to_markdown())
     print(f"Results written to {args.output_dir}")

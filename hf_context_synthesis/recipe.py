@@ -294,11 +294,12 @@ def run_evaluate(recipe: RecipeConfig, result: RecipeResult) -> None:
             tokenizer=ev.get("tokenizer") or (str(recipe.model_dir) if ev.get("endpoint") else None),
             max_length=ev.get("max_length"),
             limit=ev.get("limit"),
-            batch_size=int(ev.get("batch_size", 8)),
+            batch_size=int(ev.get("batch_size", 1)),
             device=ev.get("device"),
             output_dir=recipe.eval_dir / name,
+            label="LongBench" if name == "longbench" else "held-out synthesized",
         )
-        logger.info("evaluation on %s:\n%s", name, report.to_markdown())
+        logger.info("evaluation on %s:\n%s", "LongBench" if name == "longbench" else "held-out synthesized examples (not LongBench)", report.to_markdown())
         result.eval_scores.update({f"{name}/{task}": score for task, score in report.scores.items()})
         if name == "longbench":  # model-index entries only for the real benchmark
             result.eval_results.extend(report.eval_results())

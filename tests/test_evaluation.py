@@ -167,10 +167,15 @@ def test_scores_requests_and_report_with_scripted_backend(small_data: Path, tmp_
     backend = ScriptedBackend(
         {"hotpotqa/0": "Paris", "hotpotqa/1": "London bridge", "govreport/0": "The cat sat on the mat", "qasper/0": None}
     )
-    report = evaluate_longbench(backend, small_data, tasks=["hotpotqa", "gov_report", "qasper"], output_dir=tmp_path / "out")
-    # hotpotqa: (1 + 2/3)/2 -> 83.33 ; govreport ROUGE-L 5/6 -> 83.33 (tests/test_metrics.py) ; qasper failed -> 0
-    assert report.scores == {"hotpotqa": 83.33, "govreport": 83.33, "qasper": 0.0}
-    assert report.average == round((83.33 + 83.33 + 0.0) / 3, 2)
+    report = evaluate_longbench(
+        backend, small_data, tasks=["hotpotqa", "gov_report", "qasper"], output_dir=tmp_path / "out", max_length=0
+    )
+    # hotpotqa: (1 + 2/3)/2 -> 83.33 ; govreport: LongBench's rouge-package ROUGE-L ; qasper failed -> 0
+    import longbench_reference as ref
+
+    gov = round(100 * ref.rouge_score("The cat sat on the mat", "the cat lay on the mat"), 2)
+    assert report.scores == {"hotpotqa": 83.33, "govreport": gov, "qasper": 0.0}
+    assert report.average == round((83.33 + gov + 0.0) / 3, 2)
     assert report.tasks["qasper"].num_failed == 1 and report.tasks["hotpotqa"].num_failed == 0
     assert report.tasks["govreport"].metric == "ROUGE-L" and report.tasks["hotpotqa"].metric == "F1"
 
@@ -187,6 +192,13 @@ def test_scores_requests_and_report_with_scripted_backend(small_data: Path, tmp_
     out = tmp_path / "out"
     saved = json.loads((out / "results.json").read_text())
     assert saved["scores"] == report.scores and saved["model"] == "org/scripted-model"
+    assert saved["settings"]["label"] == "LongBench" and saved["settings"]["max_length"] == 0
+    # LongBench's own layout: <longbench name>.jsonl with exactly its four fields, flat result.json
+    assert json.loads((out / "result.json").read_text()) == {"hotpotqa": 83.33, "gov_report": gov, "qasper": 0.0}
+    lb_rows = [json.loads(x) for x in (out / "gov_report.jsonl").read_text().splitlines()]
+    assert lb_rows == [{"pred": "The cat sat on the mat", "answers": ["the cat lay on the mat"], "all_classes": None,
+                        "length": 2}]
+    assert json.loads((out / "qasper.jsonl").read_text())["pred"] == ""  # a failed generation scores as ""
     table = (out / "results.md").read_text()
     assert "| hotpotqa | F1 | 83.33 | 2 | 0 | 0 |" in table and "| qasper | F1 | 0.00 | 1 | 1 | 0 |" in table
     preds = [json.loads(line) for line in (out / "predictions" / "hotpotqa.jsonl").read_text().splitlines()]
@@ -198,7 +210,7 @@ def test_eval_results_render_a_model_index(small_data: Path) -> None:
     from huggingface_hub import ModelCardData
 
     backend = ScriptedBackend({"hotpotqa/0": "Paris", "hotpotqa/1": "London", "govreport/0": "cat"})
-    report = evaluate_longbench(backend, small_data, tasks=["hotpotqa", "govreport"])
+    report = evaluate_longbench(backend, small_data, tasks=["hotpotqa", "govreport"], max_length=0)
     results = report.eval_results()
     assert [(r.dataset_config, r.metric_type, r.metric_value) for r in results] == [
         ("hotpotqa", "f1", 100.0),
@@ -207,42 +219,102 @@ def test_eval_results_render_a_model_index(small_data: Path) -> None:
     card = ModelCardData(model_name="tuned", eval_results=results).to_dict()
     entries = card["model-index"][0]["results"]
     assert {e["dataset"]["config"] for e in entries} == {"hotpotqa", "gov_report"}
-    assert all(e["dataset"]["type"] == "THUDM/LongBench" for e in entries)
+    assert all(e["dataset"]["type"] == "THUDM/LongBench" and e["dataset"]["split"] == "test" for e in entries)
 
 
-def test_prompts_are_middle_truncated_to_the_budget(tmp_path: Path, tiny_tokenizer) -> None:
+def test_held_out_synthesized_is_never_called_longbench(small_data: Path, tmp_path: Path, caplog) -> None:
+    from huggingface_hub import ModelCardData
+
+    from hf_context_synthesis.evaluation import HELD_OUT_LABEL
+
+    backend = ScriptedBackend({"hotpotqa/0": "Paris", "hotpotqa/1": "London"})
+    with caplog.at_level("INFO", logger="hf_context_synthesis"):
+        report = evaluate_longbench(
+            backend, small_data, tasks=["hotpotqa"], max_length=0, label=HELD_OUT_LABEL, output_dir=tmp_path / "o"
+        )
+    assert not report.is_longbench
+    logs = [r.getMessage() for r in caplog.records if r.name.startswith("hf_context_synthesis.evaluation")]
+    task_lines = [m for m in logs if "hotpotqa" in m]
+    assert len(task_lines) == 2 and all(m.startswith("held-out synthesized (hotpotqa template)") for m in task_lines)
+    assert not any(m.startswith("LongBench") for m in logs), logs
+    assert "held-out synthesized (hotpotqa template): F1 100.00" in logs
+    md = (tmp_path / "o" / "results.md").read_text()
+    assert "not LongBench" in md and "| held-out synthesized (hotpotqa template) | F1 | 100.00 |" in md
+    entries = ModelCardData(model_name="m", eval_results=report.eval_results()).to_dict()["model-index"][0]["results"]
+    (entry,) = entries
+    assert entry["dataset"]["name"] == "held-out synthesized (hotpotqa template)"
+    assert entry["dataset"]["split"] == "held-out" and "LongBench" not in json.dumps(entry)
+    # the label survives results.json (hub.load_eval_results rebuilds the model-index from it)
+    from hf_context_synthesis.hub import load_eval_results
+
+    (loaded,) = load_eval_results(tmp_path / "o")
+    assert loaded.dataset_name == "held-out synthesized (hotpotqa template)" and loaded.dataset_split == "held-out"
+
+
+@pytest.fixture(scope="module")
+def bos_tokenizer():
+    """The tiny tokenizer made to add a BOS like Llama's (``tokenizer(text)`` -> [BOS, ...])."""
+    from tokenizers.processors import TemplateProcessing
+
+    from hf_context_synthesis.testing.tiny_model import make_tiny_tokenizer
+
+    tok = make_tiny_tokenizer()
+    bos = tok.bos_token
+    tok._tokenizer.post_processor = TemplateProcessing(
+        single=f"{bos} $A", pair=f"{bos} $A $B", special_tokens=[(bos, tok.convert_tokens_to_ids(bos))]
+    )
+    assert tok("x")["input_ids"][0] == tok.bos_token_id
+    return tok
+
+
+def test_prompts_are_truncated_as_longbench_pred_py(tmp_path: Path, bos_tokenizer) -> None:
+    """Head + tail of int(max_length/2) tokens each, counted with the BOS, decoded separately: pred.py's rule."""
     data = tmp_path / "d"
     data.mkdir()
     long_context = "START of the story. " + "The miller walked to the river again. " * 300 + "END of the story."
     write_jsonl(data / "narrativeqa.jsonl", [lb_row(long_context, ["the miller"]), lb_row("short story", ["x"])])
     backend = ScriptedBackend({})
-    report = evaluate_longbench(backend, data, tokenizer=tiny_tokenizer, max_length=400)
-    overhead = report.settings["chat_template_tokens"]
-    assert overhead > 0  # the tiny tokenizer has a chat template
-    budget = 400 - 128 - overhead
+    report = evaluate_longbench(backend, data, tokenizer=bos_tokenizer, max_length=401)
     long_req, short_req = sorted(backend.requests, key=lambda r: r.key)
     text = long_req.messages[0]["content"]
-    assert text.startswith("You are given a story") and text.endswith("Question: Who built the mill?\n\nAnswer:")
-    # a head of the full prompt followed by a tail of it, the middle of the story dropped
+    # LongBench pred.py, line for line (tokenized with special tokens: the BOS is one of the head's tokens)
     full = build_prompt("narrativeqa", {"context": long_context, "input": "Who built the mill?"})
-    assert len(text) < len(full) / 4
-    assert any(full.startswith(text[:i]) and full.endswith(text[i:]) for i in range(len(text)))
-    assert len(tiny_tokenizer(text, add_special_tokens=False)["input_ids"]) <= budget + 1
+    ids = bos_tokenizer(full, truncation=False, return_tensors="pt").input_ids[0]
+    half = int(401 / 2)
+    expected = bos_tokenizer.decode(ids[:half], skip_special_tokens=True) + bos_tokenizer.decode(
+        ids[-half:], skip_special_tokens=True
+    )
+    assert text == expected
+    assert text.startswith("You are given a story") and text.endswith("Question: Who built the mill?\n\nAnswer:")
     assert short_req.messages[0]["content"] == build_prompt("narrativeqa", {"context": "short story", "input": "Who built the mill?"})
     assert [p["truncated"] for p in report.predictions["narrativeqa"]] == [True, False]
     assert report.tasks["narrativeqa"].num_truncated == 1
+    assert report.predictions["narrativeqa"][0]["prompt_tokens"] <= 401  # BOS counted
+    # a prompt of exactly max_length tokens with its BOS is kept whole; one more token and it is cut
+    n = len(bos_tokenizer(short_req.messages[0]["content"])["input_ids"])
+    assert middle_truncate(short_req.messages[0]["content"], bos_tokenizer, n) == short_req.messages[0]["content"]
+    assert middle_truncate(short_req.messages[0]["content"], bos_tokenizer, n - 1) != short_req.messages[0]["content"]
 
     with pytest.raises(ValueError, match="needs a tokenizer"):
         evaluate_longbench(ScriptedBackend({}), data, max_length=400)
-    with pytest.raises(ValueError, match="leaves no room"):
-        evaluate_longbench(ScriptedBackend({}), data, tokenizer=tiny_tokenizer, max_length=100)
+    with pytest.raises(ValueError, match="prompt budget"):
+        evaluate_longbench(ScriptedBackend({}), data)  # no window known: never silently untruncated
+
+
+def test_default_prompt_budget_follows_longbench_table() -> None:
+    from hf_context_synthesis.longbench import PROMPT_BUDGETS, default_max_length
+
+    assert default_max_length(32768) == 31500 == PROMPT_BUDGETS["32k"]
+    assert default_max_length(131072) == 127500 == PROMPT_BUDGETS["128k"]
+    assert [default_max_length(k * 1024) for k in (4, 8, 16)] == [3500, 7500, 15500]
+    assert default_max_length(1024) == 512
 
 
 def test_unknown_task_and_missing_data(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="no LongBench task files"):
-        evaluate_longbench(ScriptedBackend({}), tmp_path)
+        evaluate_longbench(ScriptedBackend({}), tmp_path, max_length=0)
     with pytest.raises(ValueError, match="unknown LongBench task"):
-        evaluate_longbench(ScriptedBackend({}), tmp_path, tasks=["passage_count"])
+        evaluate_longbench(ScriptedBackend({}), tmp_path, tasks=["passage_count"], max_length=0)
 
 
 # ----------------------------------------------------------------------------- end to end, tiny model
@@ -260,21 +332,21 @@ def test_evaluate_command_end_to_end_on_tiny_model(tmp_path: Path, tiny_model_di
     out = tmp_path / "results"
     code = main(
         ["evaluate", "--model", tiny_model_dir, "--data-dir", str(data), "--output-dir", str(out),
-         "--limit", "1", "--max-length", "1024", "--batch-size", "2", "--device", "cpu"]
+         "--limit", "1", "--max-length", "200", "--device", "cpu"]
     )  # fmt: skip
     assert code == 0
     saved = json.loads((out / "results.json").read_text())
     assert list(saved["scores"]) == list(LONGBENCH_TASKS)
     assert all(0.0 <= s <= 100.0 for s in saved["scores"].values())
     assert all(t["num_examples"] == 1 and t["num_failed"] == 0 for t in saved["tasks"].values())
-    assert saved["settings"]["backend"] == "transformers" and saved["settings"]["max_length"] == 1024
+    assert saved["settings"]["backend"] == "transformers" and saved["settings"]["max_length"] == 200
     table = (out / "results.md").read_text()
     for task in LONGBENCH_TASKS:
         assert f"| {task} |" in table
     # every prompt was cut to fit 1024 tokens with the answer
     for task in LONGBENCH_TASKS:
         (pred,) = [json.loads(x) for x in (out / "predictions" / f"{task}.jsonl").read_text().splitlines()]
-        assert pred["truncated"] and pred["prompt_tokens"] <= 1024 - dataset2maxlen[task]
+        assert pred["truncated"] and pred["prompt_tokens"] <= 200
         assert isinstance(pred["pred"], str)
 
 

@@ -101,7 +101,9 @@ class TransformersBackend(GenerationBackend):
 
         try:
             prompts = [self._render(r) for r in batch]
-            enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+            # a chat template writes its own BOS; a raw prompt gets the tokenizer's (as LongBench's pred.py)
+            with_bos = not getattr(self.tokenizer, "chat_template", None)
+            enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=with_bos).to(self.device)
             first = batch[0]
             do_sample = first.temperature > 0
             gen_kwargs: dict[str, Any] = {
