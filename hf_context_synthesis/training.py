@@ -246,7 +246,16 @@ class ContextSynthesisSFTTrainer(trl.SFTTrainer):
     context_synthesis_info: dict[str, Any]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        train = kwargs.get("train_dataset", args[3] if len(args) > 3 else None)
+        if kwargs.get("data_collator") is None and len(args) < 3 and "seq_lengths" in _known_columns(train):
+            # packed rows without a collator: ours, not TRL's default (which would add an all-ones attention mask)
+            from .packing import PackedDataCollator
+
+            tok = kwargs.get("processing_class")
+            pad = getattr(tok, "pad_token_id", None)
+            kwargs["data_collator"] = PackedDataCollator(pad_token_id=pad if isinstance(pad, int) else 0)
         super().__init__(*args, **kwargs)
+        _refuse_mask_over_packed_rows(self.data_collator, self.train_dataset)
         # TRL refuses packing with context parallelism (cp drops the block-diagonal mask, so packed examples
         # would attend to each other); our rows are packed although TRL sees packing=False
         parallelism = getattr(self.accelerator, "parallelism_config", None)
@@ -416,6 +425,36 @@ class ContextSynthesisSFTTrainer(trl.SFTTrainer):
         with open(path, "w", encoding="utf-8") as fh:
             json.dump(self.training_summary(), fh, indent=2, default=str)
         return path
+
+
+def _known_columns(dataset: Any) -> list[str]:
+    names = getattr(dataset, "column_names", None)
+    return list(names) if names else []
+
+
+def _refuse_mask_over_packed_rows(collator: Any, dataset: Any) -> None:
+    """Raise when ``collator`` turns a packed row of several examples into a batch whose attention mask is all
+    ones: the examples would attend to each other (transformers keeps them apart only from ``position_ids``
+    restarts when there is no attention mask)."""
+    import copy
+
+    import datasets
+
+    if collator is None or not isinstance(dataset, datasets.Dataset) or "seq_lengths" not in _known_columns(dataset):
+        return
+    rows = dataset.select(range(min(len(dataset), 32)))
+    row = next((r for r in rows if len(r["seq_lengths"] or []) > 1), None)
+    if row is None:
+        return
+    batch = copy.deepcopy(collator)([row])  # a copy: token counters stay untouched
+    mask = batch.get("attention_mask") if isinstance(batch, dict) else None
+    if mask is not None and bool(mask.bool().all()):
+        raise ValueError(
+            f"data_collator {type(collator).__name__} gives packed rows (several examples each, see 'seq_lengths') an "
+            "all-ones attention_mask, so the packed examples would attend to each other. Use "
+            "hf_context_synthesis.PackedDataCollator (build_trainer and ContextSynthesisSFTTrainer pick it when "
+            "data_collator is not given)."
+        )
 
 
 class _SummaryCallback(TrainerCallback):

@@ -377,3 +377,26 @@ def test_cli_train_takes_trl_names_and_refuses_packing_conflicts(tmp_path, rows,
     summary = json.loads((out / SUMMARY_FILE).read_text())
     assert summary["base_model"] == tiny_model_dir and summary["dataset"] == str(data)
     assert summary["packing"]["num_proc"] == 1 and summary["global_step"] == 1
+
+
+def test_packed_rows_never_reach_a_collator_that_adds_an_all_ones_mask(tmp_path, rows, tok, tiny_model_dir):
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    from hf_context_synthesis.packing import PackedDataCollator
+
+    lengths = sorted(_chat_len(tok, r) for r in rows)
+    max_length = lengths[0] + lengths[1] + 8
+    packed = prepare_packed_dataset(datasets.Dataset.from_list(rows), tok, PackingConfig(max_length=max_length))
+    assert max(len(x) for x in packed["seq_lengths"]) >= 2
+    model = transformers.AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    config = _config(tmp_path, max_length=max_length)
+    # TRL's default (padded) collator: refused with the reason
+    with pytest.raises(ValueError, match="attend to each other"):
+        ContextSynthesisSFTTrainer(
+            model=model, args=config, train_dataset=packed, processing_class=tok,
+            data_collator=DataCollatorForLanguageModeling(pad_token_id=tok.pad_token_id),
+        )
+    # no collator given: ours is picked, the batches carry no attention mask
+    trainer = ContextSynthesisSFTTrainer(model=model, args=config, train_dataset=packed, processing_class=tok)
+    assert isinstance(trainer.data_collator, PackedDataCollator)
+    assert "attention_mask" not in trainer.data_collator([packed[0]])
