@@ -219,6 +219,7 @@ def load_questions(source: str | os.PathLike[str], limit: int | None = None) -> 
     """
     description, raw = _raw_rows(source)
     questions: list[dict[str, Any]] = []
+    seen: dict[str, str] = {}
     for where, row in raw:
         if limit is not None and len(questions) >= limit:
             break
@@ -231,6 +232,9 @@ def load_questions(source: str | os.PathLike[str], limit: int | None = None) -> 
                 raise ValueError(f"{where}: field {key!r} must be a string")
         if row["answer"] not in ("A", "B", "C", "D"):
             raise ValueError(f"{where}: field 'answer' must be one of A, B, C, D, got {row['answer']!r}")
+        if str(row["_id"]) in seen:
+            raise ValueError(f"{where}: duplicate _id {row['_id']!r} (first at {seen[str(row['_id'])]})")
+        seen[str(row["_id"])] = where
         questions.append({k: row[k] for k in ("_id", "domain", "sub_domain", *_FIELDS[1:]) if k in row})
     if not questions:
         raise ValueError(f"{description}: no LongBench v2 questions")
@@ -310,15 +314,55 @@ class V2Report:
         """Write ``results.json``, ``results.md``, ``result.json``, ``result.txt`` and ``predictions/<model>.jsonl``."""
         out = Path(output_dir)
         (out / "predictions").mkdir(parents=True, exist_ok=True)
-        name = self.model_id.rstrip("/").split("/")[-1] or "model"
-        with open(out / "predictions" / f"{name}.jsonl", "w", encoding="utf-8") as f:
+        path = prediction_path(out, self.model_id)
+        name = path.stem
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
             for row in self.predictions:
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        os.replace(tmp, path)  # in question order; never a half-written file
         (out / "results.json").write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", "utf-8")
         (out / "results.md").write_text(self.to_markdown(), "utf-8")
         (out / "result.json").write_text(json.dumps(self.scores, indent=4) + "\n", "utf-8")
         (out / "result.txt").write_text(self.result_txt(name), "utf-8")
         return out
+
+
+def prediction_path(output_dir: str | os.PathLike[str], model_id: str) -> Path:
+    """``<output_dir>/predictions/<model name>.jsonl`` (pred.py names its file after the model)."""
+    return Path(output_dir) / "predictions" / f"{model_id.rstrip('/').split('/')[-1] or 'model'}.jsonl"
+
+
+def _answered(path: Path, questions: list[dict[str, Any]], cot: bool) -> dict[str, dict[str, Any]]:
+    """Rows of an earlier (interrupted) run to reuse: answered (no ``error``), same mode, known ``_id``."""
+    if not path.is_file():
+        return {}
+    wanted = {str(q["_id"]) for q in questions}
+    rows: dict[str, dict[str, Any]] = {}
+    for line in path.read_text("utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut short by a crash: asked again
+        if isinstance(row, dict) and str(row.get("_id")) in wanted and "error" not in row and ("response_cot" in row) == cot:
+            rows[str(row["_id"])] = row
+    return rows
+
+
+def _row(q: dict[str, Any], res: Any, cot_text: str | None, cot: bool) -> dict[str, Any]:
+    """pred.py's output line for question ``q`` (``error`` added when the generation failed)."""
+    ok = bool(res.ok) and (not cot or cot_text is not None)
+    response = (res.text or "").strip() if ok else ""
+    row = dict(q)
+    if cot:
+        row["response_cot"] = cot_text or ""
+    row["response"] = response
+    row["pred"] = extract_answer(response) if ok else None
+    row["judge"] = row["pred"] == q["answer"]
+    row["context"] = q["context"][:1000]
+    if not ok:
+        row["error"] = res.error or "no chain of thought"
+    return row
 
 
 #: Questions in LongBench v2 (a run over fewer is labelled a subset).
@@ -376,7 +420,10 @@ def evaluate_longbench_v2(
         limit: Only the first ``limit`` questions.
         batch_size: Local batch size / requests in flight (1 by default).
         device: Device for a model loaded here.
-        output_dir: When given, :meth:`V2Report.save` writes the result files there.
+        output_dir: When given, :meth:`V2Report.save` writes the result files there. Each answer is
+            appended to ``predictions/<model>.jsonl`` as it arrives; a rerun into the same folder
+            reuses the answered questions (same mode, no ``error``) and asks only the others, as
+            pred.py's cache does (delete the file to start over after changing settings).
     """
     from .evaluation import _load_tokenizer, _make_backend
 
@@ -394,7 +441,7 @@ def evaluate_longbench_v2(
             max_length = default_max_length(int(window))
         model_id = str(_run_coro(backend.model_id()))
 
-        def ask(prompts: list[str], max_new: int, desc: str) -> list[Any]:
+        def ask(qs: list[dict[str, Any]], prompts: list[str], max_new: int, desc: str, on_result: Any = None) -> list[Any]:
             requests = [
                 GenerationRequest(
                     key=str(q["_id"]),
@@ -403,37 +450,60 @@ def evaluate_longbench_v2(
                     temperature=temperature,
                     seed=0 if temperature > 0 else None,
                 )
-                for q, p in zip(questions, prompts)
+                for q, p in zip(qs, prompts)
             ]
+
+            def done(res: Any) -> None:
+                bar.update(1)
+                if on_result is not None:
+                    on_result(res)
+
             with progress_bar(total=len(requests), desc=desc, unit="question") as bar:
-                return run_requests(backend, requests, on_result=lambda _res: bar.update(1))
+                return run_requests(backend, requests, on_result=done)
 
         template = TEMPLATE_0SHOT_COT if cot else TEMPLATE_0SHOT
         if max_length == 0:
             logger.warning("LongBench v2: max_length=0, prompts are sent untruncated (not LongBench v2's protocol)")
-        logger.info("LongBench v2: %d questions (cot=%s, max_length=%d)", len(questions), cot, max_length)
-        results = ask([build_prompt(template, q) for q in questions], 1024 if cot else 128, "LongBench v2")
-        cot_texts: list[str | None] = [None] * len(questions)
-        if cot:
-            cot_texts = [r.text.strip() if r.ok and r.text else None for r in results]
-            ans_prompts = [build_prompt(TEMPLATE_0SHOT_COT_ANS, q, cot=c or "") for q, c in zip(questions, cot_texts)]
-            answers = ask(ans_prompts, 128, "LongBench v2 (answer)")
-            results = [a if c is not None else r for a, r, c in zip(answers, results, cot_texts)]
-        rows, failed = [], 0
-        for q, res, c in zip(questions, results, cot_texts):
-            ok = res.ok and (not cot or c is not None)
-            failed += not ok
-            response = (res.text or "").strip() if ok else ""
-            row = dict(q)
-            if cot:
-                row["response_cot"] = c or ""
-            row["response"] = response
-            row["pred"] = extract_answer(response) if ok else None
-            row["judge"] = row["pred"] == q["answer"]
-            row["context"] = q["context"][:1000]
-            if not ok:
-                row["error"] = res.error or "no chain of thought"
-            rows.append(row)
+        pred_path = prediction_path(output_dir, model_id) if output_dir is not None else None
+        answered = _answered(pred_path, questions, cot) if pred_path is not None else {}
+        todo = [q for q in questions if str(q["_id"]) not in answered]
+        if answered:
+            logger.info(
+                "LongBench v2: resuming, %d of %d questions already answered in %s", len(answered), len(questions), pred_path
+            )
+        logger.info("LongBench v2: %d questions to ask (cot=%s, max_length=%d)", len(todo), cot, max_length)
+        by_id = {str(q["_id"]): q for q in todo}
+        cot_by_id: dict[str, str | None] = {}
+        new_rows: dict[str, dict[str, Any]] = {}
+        fout = None
+        if pred_path is not None and todo:
+            pred_path.parent.mkdir(parents=True, exist_ok=True)
+            fout = open(pred_path, "a", encoding="utf-8")  # noqa: SIM115 - one line per answer as it arrives
+
+        def record(res: Any) -> None:
+            row = _row(by_id[res.key], res, cot_by_id.get(res.key), cot)
+            new_rows[res.key] = row
+            if fout is not None and "error" not in row:  # a failed question is asked again on the next run
+                fout.write(json.dumps(row, ensure_ascii=False) + "\n")
+                fout.flush()
+
+        try:
+            if todo and cot:
+                first = ask(todo, [build_prompt(template, q) for q in todo], 1024, "LongBench v2 (reasoning)")
+                for res in first:
+                    cot_by_id[res.key] = res.text.strip() if res.ok and res.text else None
+                    if cot_by_id[res.key] is None:
+                        record(res)
+                second = [q for q in todo if cot_by_id[str(q["_id"])] is not None]
+                prompts = [build_prompt(TEMPLATE_0SHOT_COT_ANS, q, cot=cot_by_id[str(q["_id"])]) for q in second]
+                ask(second, prompts, 128, "LongBench v2 (answer)", on_result=record)
+            elif todo:
+                ask(todo, [build_prompt(template, q) for q in todo], 128, "LongBench v2", on_result=record)
+        finally:
+            if fout is not None:
+                fout.close()
+        rows = [answered.get(str(q["_id"])) or new_rows[str(q["_id"])] for q in questions]
+        failed = sum("error" in r for r in rows)
         if failed:
             logger.warning("LongBench v2: %d/%d generations failed (scored wrong)", failed, len(rows))
     finally:

@@ -269,3 +269,45 @@ def test_hub_dataset_id_data_json_and_parquet_mirror(tmp_path: Path, monkeypatch
         assert [q["_id"] for q in load_questions("lb/LongBench-v2")] == [f"q{i}" for i in range(6)]
         assert load_questions("lb/LongBench-v2@parquet") == load_questions(data_file)[:3]
     assert (tmp_path / "hf-home" / "hub").is_dir()  # downloads went to the test's cache, not ~/.cache
+
+
+def test_a_rerun_resumes_from_the_answers_already_written(tmp_path: Path, data_file: Path, tiny_tokenizer) -> None:
+    """Answers are appended as they arrive; a rerun asks only the unanswered and the failed questions."""
+    out = tmp_path / "out"
+    first = ScriptedBackend(RESPONSES)
+    evaluate_longbench_v2(first, data_file, tokenizer=tiny_tokenizer, max_length=5000, limit=5, output_dir=out)
+    pred = out / "predictions" / "scripted-v2.jsonl"
+    assert json.loads(pred.read_text().splitlines()[4])["error"] == "http_503"  # q4 failed
+    with open(pred, "a", encoding="utf-8") as f:
+        f.write('{"_id": "q5", "resp')  # a line cut short by a crash
+    again = ScriptedBackend(dict(RESPONSES, q4="The correct answer is (A)"))
+    report = evaluate_longbench_v2(again, data_file, tokenizer=tiny_tokenizer, max_length=5000, output_dir=out)
+    assert sorted(r.key for r in again.requests) == ["q4", "q5"]  # q0-q3 reused, the failed q4 asked again
+    assert [r["pred"] for r in report.predictions] == ["B", "C", None, "A", "A", "B"] and report.num_failed == 0
+    assert [json.loads(x)["_id"] for x in pred.read_text().splitlines()] == [f"q{i}" for i in range(6)]
+    assert report.scores["Overall"] == 66.7 and ref.result_rows(out / "predictions")[1].split("\t")[1] == "66.7"
+    # the chain-of-thought mode does not reuse 0-shot answers
+    cot = ScriptedBackend({})
+    evaluate_longbench_v2(cot, data_file, tokenizer=tiny_tokenizer, max_length=5000, cot=True, limit=2, output_dir=out)
+    assert sorted(r.key for r in cot.requests) == ["q0", "q1"]
+
+
+def test_duplicate_ids_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "dup.jsonl"
+    path.write_text(json.dumps(QUESTIONS[0]) + "\n" + json.dumps(QUESTIONS[0]) + "\n", "utf-8")
+    with pytest.raises(ValueError, match=r"dup.jsonl:2: duplicate _id 'q0' \(first at .*dup.jsonl:1\)"):
+        load_questions(path)
+
+
+def test_answers_written_before_a_crash_are_kept(tmp_path: Path, data_file: Path, tiny_tokenizer) -> None:
+    class Crashing(ScriptedBackend):
+        async def generate(self, request: GenerationRequest) -> GenerationResult:
+            if request.key == "q3":
+                raise KeyboardInterrupt  # the run is stopped mid-way
+            return await super().generate(request)
+
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_longbench_v2(Crashing(RESPONSES), data_file, tokenizer=tiny_tokenizer, max_length=5000, output_dir=out)
+    lines = (out / "predictions" / "scripted-v2.jsonl").read_text().splitlines()
+    assert [json.loads(x)["_id"] for x in lines] == ["q0", "q1", "q2"]  # one line per answer, as it arrived
