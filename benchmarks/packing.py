@@ -424,6 +424,63 @@ def print_training(r: dict[str, Any], args: argparse.Namespace) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+def bench_balance(sim: dict[str, np.ndarray], args: argparse.Namespace, vocab: int) -> list[dict[str, Any]]:
+    """Attention-cost balance across ``--ranks`` data-parallel ranks (one row per rank per step).
+
+    Row cost = ``Σlen + Σlen²/attention_length`` (:mod:`hf_context_synthesis.balancing`); the balance
+    ratio is ``Σ_steps mean_r(cost) / Σ_steps max_r(cost)``, the useful share of compute when the
+    slowest rank sets each step. Orders compared: ours today (BFD rows in seeded random order, what the
+    Trainer's random sampler also gives), the balanced mode (:func:`arrange_rows`,
+    ``row_order="balanced"``) and TRL's ``pack_dataset(bfd)`` rows in random order. Two budgets: rows of
+    ``max_length`` with examples <= ``max_length``, and examples <= ``max_length`` in rows of
+    ``2 * max_length`` (a micro-batch token budget larger than the example cap).
+    """
+    from trl.data_utils import pack_dataset
+
+    from hf_context_synthesis.balancing import balance_ratio, row_costs
+    from hf_context_synthesis.packing import _seq_lengths_of, arrange_rows, pack_tokenized_dataset
+
+    rng = np.random.default_rng(args.seed)
+    cap = args.balance_max_length
+    lengths = np.minimum(sim["lengths"], cap)
+    ds = build_tokenized(lengths, np.minimum(sim["answer"], lengths), vocab, rng)
+    out = []
+    for budget in (cap, 2 * cap):
+        ours = pack_tokenized_dataset(ds, budget, args.seed)
+        costs = row_costs(_seq_lengths_of(ours), args.attention_length)
+        balanced = arrange_rows(ours, args.ranks, row_order="balanced", attention_length=args.attention_length, seed=args.seed)
+        trl = pack_dataset(ds, budget, strategy="bfd")
+        trl_costs = row_costs(
+            [list(x) for x in trl.with_format("arrow")[:]["seq_lengths"].to_pylist()], args.attention_length
+        )
+        trl_costs = trl_costs[rng.permutation(trl_costs.size)]
+        out.append(
+            {
+                "example_cap": cap,
+                "row_budget": budget,
+                "rows": len(ours),
+                "trl_rows": len(trl),
+                "fill": float(lengths.sum()) / (len(ours) * budget),
+                "trl_fill": float(lengths.sum()) / (len(trl) * budget),
+                "ours": balance_ratio(costs, args.ranks),
+                "balanced": balanced.packing_stats.balance_ratio,
+                "balanced_padding_rows": balanced.packing_stats.num_padding_rows,
+                "trl_bfd": balance_ratio(trl_costs, args.ranks),
+            }
+        )
+    return out
+
+
+def print_balance(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    print(f"\n=== step balance across {args.ranks} ranks (row cost = sum len + sum len^2 / {args.attention_length}; "
+          "ratio = mean/max per-rank cost per step, summed over steps) ===")
+    print(f"{'examples <=':>12} {'row budget':>10} {'rows':>6} {'fill':>6} {'ours today':>10} {'balanced':>9} "
+          f"{'trl bfd':>8} {'trl fill':>8}")
+    for r in results:
+        print(f"{r['example_cap']:>12,} {r['row_budget']:>10,} {r['rows']:>6} {r['fill']:>6.3f} {r['ours']:>10.3f} "
+              f"{r['balanced']:>9.3f} {r['trl_bfd']:>8.3f} {r['trl_fill']:>8.3f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny run: 160 seeds, 1 repeat, short training")
@@ -448,6 +505,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-training", action="store_true")
     parser.add_argument("--skip-packing", action="store_true", help="only the training section")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--ranks", type=int, default=8, help="data-parallel ranks for the step-balance section")
+    parser.add_argument("--balance-max-length", type=int, default=32768, help="example cap of the balance section")
+    parser.add_argument("--attention-length", type=int, default=32768, help="row cost: sum len + sum len^2 / this")
+    parser.add_argument("--skip-balance", action="store_true")
     args = parser.parse_args(argv)
     if args.quick:
         args.limit = args.limit or 160
@@ -492,6 +553,10 @@ def main(argv: list[str] | None = None) -> int:
         print_max_length(r)
         results.append(r)
 
+    balance = None if args.skip_balance else bench_balance(sim, args, len(tokenizer))
+    if balance is not None:
+        print_balance(balance, args)
+
     train = None
     if not args.skip_training:
         train = bench_training(args)
@@ -524,6 +589,10 @@ def main(argv: list[str] | None = None) -> int:
             line += f", packed/padded(bs1)={m['packed']['tps'] / m['padded_bs1']['tps']:.2f}x"
         line += f" ({m['packed']['tps']:,.0f} vs {m[pb]['tps']:,.0f} real tok/s)"
         print(line)
+    for b in balance or []:
+        print(f"balance@{args.ranks} ranks, examples<={b['example_cap'] // 1024}k in {b['row_budget'] // 1024}k rows: "
+              f"ours today={b['ours']:.3f} balanced={b['balanced']:.3f} trl_bfd={b['trl_bfd']:.3f}; "
+              f"fill={b['fill']:.3f} (trl {b['trl_fill']:.3f})")
     print(f"total {time.perf_counter() - t0:.0f}s")
     return 0
 
