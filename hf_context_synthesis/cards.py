@@ -56,8 +56,9 @@ _COMPOSITION_KEYS = (
     "expose_instruction", "task_templates", "tokenizer",
 )
 _REPORT_KEYS = (
-    "seeds", "rejected_rows", "requested", "cached", "generated", "retried", "filtered", "failed", "synthesized",
-    "examples", "tokens_in", "tokens_out", "wall_time_s", "requests_per_s",
+    "seeds", "rejected_rows", "requested", "cached", "generated", "requests", "attempts", "transport_retries",
+    "regenerated", "retried", "filtered", "failed", "synthesized", "examples", "tokens_in", "tokens_out",
+    "wall_time_s", "requests_per_s",
 )
 _HYPERPARAMETER_KEYS = (
     "learning_rate", "lr_scheduler_type", "warmup_ratio", "warmup_steps", "num_train_epochs", "max_steps",
