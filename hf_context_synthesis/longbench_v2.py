@@ -6,10 +6,11 @@ Follows THUDM/LongBench's top-level ``pred.py`` and ``result.py`` (the v2 code):
   by ``prompts/0shot_cot_ans.txt`` (the chain of thought is fed back and the answer asked for), filled with
   ``str.replace`` of ``$DOC$``, ``$Q$``, ``$C_A$`` .. ``$C_D$`` (and ``$COT$``), each value stripped.
 * **Truncation**: ``tokenizer.encode(prompt)`` (special tokens counted); over ``max_length`` tokens,
-  the first and last ``max_length // 2`` ids are kept and decoded together (special tokens skipped).
+  ``ids[:max_length//2] + ids[-max_length//2:]`` are kept and decoded together (special tokens skipped).
 * **Generation**: one user turn (the backend applies the model's chat template; an in-process model
-  without one gets the raw prompt after its BOS, as ``tokenizer(prompt)`` would), ``temperature=0.1`` (pred.py's setting; pass ``temperature=0`` for
-  greedy), at most 128 new tokens (1,024 for the chain of thought).
+  without one gets the raw prompt after its BOS, as ``tokenizer(prompt)`` would), ``temperature=0.1``
+  (pred.py's setting; pass ``temperature=0`` for greedy), at most 128 new tokens (1,024 for the chain
+  of thought).
 * **Answer extraction** (:func:`extract_answer`): ``*`` removed, then ``The correct answer is (X)`` or
   ``The correct answer is X`` for X in A-D; ``judge = pred == answer``.
 * **Scores** (:func:`summarize`): accuracy x100 overall, by difficulty (``easy``; anything else is
@@ -115,12 +116,16 @@ def extract_answer(response: str) -> str | None:
 
 
 def truncate(prompt: str, tokenizer: Any, max_length: int) -> str:
-    """pred.py's truncation: over ``max_length`` tokens (special tokens counted), keep ``max_length // 2``
-    ids from each end and decode them together, special tokens skipped."""
+    """pred.py's truncation: over ``max_length`` tokens (special tokens counted), keep
+    ``ids[:max_length//2] + ids[-max_length//2:]`` and decode them together, special tokens skipped.
+
+    Python parses ``-max_length//2`` as ``(-max_length)//2``: for an odd ``max_length`` the tail keeps
+    one token more than the head (41 -> 20 + 21), as in pred.py.
+    """
     ids = list(tokenizer.encode(prompt))
     if len(ids) <= max_length:
         return prompt
-    ids = ids[: max_length // 2] + ids[-(max_length // 2) :]
+    ids = ids[: max_length // 2] + ids[-max_length // 2 :]
     return tokenizer.decode(ids, skip_special_tokens=True)
 
 
@@ -431,9 +436,14 @@ def evaluate_longbench_v2(
     backend, owned = _make_backend(model_or_backend, tokenizer=tokenizer, batch_size=batch_size, device=device)
     try:
         backend_tokenizer = getattr(backend, "tokenizer", None)
-        tok = backend_tokenizer if owned and backend_tokenizer is not None else (_load_tokenizer(tokenizer) or backend_tokenizer)
+        if owned and backend_tokenizer is not None:  # already loaded from `tokenizer` by the backend
+            tok = backend_tokenizer
+        else:
+            tok = _load_tokenizer(tokenizer) or backend_tokenizer
         if tok is None and max_length != 0:
-            raise ValueError("LongBench v2 truncates with the model's tokenizer: pass tokenizer= (object, path or Hub id)")
+            raise ValueError(
+                "LongBench v2 truncates with the model's tokenizer: pass tokenizer= (object, path or Hub id)"
+            )
         if max_length is None:
             window = getattr(getattr(getattr(backend, "model", None), "config", None), "max_position_embeddings", None)
             if window is None:
@@ -441,7 +451,9 @@ def evaluate_longbench_v2(
             max_length = default_max_length(int(window))
         model_id = str(_run_coro(backend.model_id()))
 
-        def ask(qs: list[dict[str, Any]], prompts: list[str], max_new: int, desc: str, on_result: Any = None) -> list[Any]:
+        def ask(
+            qs: list[dict[str, Any]], prompts: list[str], max_new: int, desc: str, on_result: Any = None
+        ) -> list[Any]:
             requests = [
                 GenerationRequest(
                     key=str(q["_id"]),
@@ -469,7 +481,8 @@ def evaluate_longbench_v2(
         todo = [q for q in questions if str(q["_id"]) not in answered]
         if answered:
             logger.info(
-                "LongBench v2: resuming, %d of %d questions already answered in %s", len(answered), len(questions), pred_path
+                "LongBench v2: resuming, %d of %d questions already answered in %s",
+                len(answered), len(questions), pred_path,
             )
         logger.info("LongBench v2: %d questions to ask (cot=%s, max_length=%d)", len(todo), cot, max_length)
         by_id = {str(q["_id"]): q for q in todo}

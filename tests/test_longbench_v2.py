@@ -113,7 +113,9 @@ def test_truncation_is_pred_py(tiny_tokenizer) -> None:
     long = "BEGIN " + "middle words here. " * 300 + "question at the END"
     out = truncate(long, tiny_tokenizer, 41)
     ids = tiny_tokenizer.encode(long)
-    assert out == tiny_tokenizer.decode(ids[:20] + ids[-20:], skip_special_tokens=True)  # 41 // 2 from each end
+    # pred.py's ids[:max_len//2] + ids[-max_len//2:]: -41//2 == -21, so the tail keeps one token more
+    assert out == tiny_tokenizer.decode(ids[:20] + ids[-21:], skip_special_tokens=True)
+    assert truncate(long, tiny_tokenizer, 40) == tiny_tokenizer.decode(ids[:20] + ids[-20:], skip_special_tokens=True)
     assert out.startswith("BEGIN") and out.endswith("question at the END")
     assert truncate("short", tiny_tokenizer, 41) == "short"
     assert default_max_length(131072) == 120000 and default_max_length(32768) == 30720
