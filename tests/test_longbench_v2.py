@@ -313,3 +313,26 @@ def test_answers_written_before_a_crash_are_kept(tmp_path: Path, data_file: Path
         evaluate_longbench_v2(Crashing(RESPONSES), data_file, tokenizer=tiny_tokenizer, max_length=5000, output_dir=out)
     lines = (out / "predictions" / "scripted-v2.jsonl").read_text().splitlines()
     assert [json.loads(x)["_id"] for x in lines] == ["q0", "q1", "q2"]  # one line per answer, as it arrived
+
+
+def test_evaluate_command_through_an_endpoint(tmp_path: Path, data_file: Path, tiny_model_dir: str) -> None:
+    """``evaluate --suite longbench-v2 --endpoint URL --tokenizer ...``: chat requests with pred.py's settings."""
+    from hf_context_synthesis.cli import main
+    from hf_context_synthesis.testing.fake_tgi import FakeTGIServer
+
+    seen = []
+
+    def responder(p) -> str:
+        seen.append(p)
+        return "The correct answer is (B)"
+
+    out = tmp_path / "out"
+    with FakeTGIServer(responder=responder, model_id="org/served-model") as srv:
+        rc = main(["evaluate", "--suite", "longbench-v2", "--endpoint", srv.url, "--tokenizer", tiny_model_dir,
+                   "--max-length", "120000", "--data-dir", str(data_file), "--output-dir", str(out)])  # fmt: skip
+    assert rc == 0
+    assert sorted((p.route, p.max_new_tokens, p.temperature) for p in seen) == [("chat", 128, 0.1)] * 6
+    results = json.loads((out / "results.json").read_text())
+    # answers B: right for q0 and q5 only -> 2/6; easy {q0} of 2; hard {q5} of 4; short {q0} of 2; medium {q5} of 2
+    assert results["scores"] == {"Overall": 33.3, "Easy": 50.0, "Hard": 25.0, "Short": 50.0, "Medium": 50.0, "Long": 0.0}
+    assert results["settings"]["backend"] == "tgi" and (out / "predictions" / "served-model.jsonl").is_file()
