@@ -479,6 +479,11 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--summarization-metric", choices=("rouge", "rouge-score"), default="rouge",
                         help="ROUGE-L of govreport/qmsum/multinews: 'rouge' = LongBench's (default), "
                              "'rouge-score' = Google's (not comparable with LongBench).")
+    parser.add_argument("--cot", action="store_true",
+                        help="LongBench v2 only: chain-of-thought prompts (pred.py --cot).")
+    parser.add_argument("--temperature", type=float, default=None,
+                        help="LongBench v2 only: sampling temperature (default: pred.py's 0.1; 0 = greedy). "
+                             "LongBench v1 is always greedy.")
     parser.add_argument("--device", default=None, help="Device for a local model (default: cuda if available).")
     parser.add_argument("--log-level", default="INFO", help="Logging level (overrides -v/-q), e.g. DEBUG.")
 
@@ -496,10 +501,15 @@ def run_cli(args: argparse.Namespace) -> int:
     if getattr(args, "suite", "longbench") == "longbench-v2":
         from .longbench_v2 import evaluate_longbench_v2
 
-        report: Any = evaluate_longbench_v2(args.endpoint or args.model, args.data_dir, **common)
+        v2_options: dict[str, Any] = {"cot": bool(getattr(args, "cot", False))}
+        if getattr(args, "temperature", None) is not None:
+            v2_options["temperature"] = args.temperature
+        report: Any = evaluate_longbench_v2(args.endpoint or args.model, args.data_dir, **common, **v2_options)
         print(report.to_markdown())
         print(f"Results written to {args.output_dir}")
         return 1 if report.num_failed else 0
+    if getattr(args, "cot", False) or getattr(args, "temperature", None) is not None:
+        raise ValueError("--cot and --temperature apply to --suite longbench-v2 only (LongBench v1 is greedy)")
     report = evaluate_longbench(
         args.endpoint or args.model,
         args.data_dir,
