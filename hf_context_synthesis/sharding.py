@@ -215,20 +215,50 @@ class CacheOnlyBackend(GenerationBackend):
         return GenerationResult(key=request.key, error="missing_from_shard_caches")
 
 
+def _read_only_uri(path: str) -> str:
+    """SQLite URI that reads a shard cache without writing anything next to it: ``immutable=1`` for a
+    self-contained file (no ``-wal``: published, or closed and checkpointed), else ``mode=ro`` (reads
+    the generations still in the ``-wal`` of a cache that was not closed)."""
+    from pathlib import Path
+
+    uri = Path(path).absolute().as_uri()
+    return uri + ("?mode=ro" if os.path.exists(path + "-wal") else "?immutable=1")
+
+
 def merge_caches(shard_caches: Sequence[str], target: str) -> tuple[int, str]:
-    """Copy every row of the shard caches into ``target``; return ``(rows, model_id)``."""
+    """Copy every row of the shard caches into ``target``; return ``(rows, model_id)``.
+
+    The shard files are only read (attached read-only): a published shard on a shared filesystem is
+    never switched to WAL mode nor written to, and may lie on read-only storage.
+    """
+    from pathlib import Path
+
     merged = GenerationCache(target)
     merged.close()
     models: set[str] = set()
-    conn = sqlite3.connect(target)
+    conn = sqlite3.connect(Path(target).absolute().as_uri(), uri=True)
     try:
+        columns = [row[1] for row in conn.execute("PRAGMA main.table_info(generations)")]
         for i, path in enumerate(shard_caches):
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"shard cache {path!r} does not exist")
-            GenerationCache(path).close()  # the target's columns (an older cache gains finish_reason)
-            conn.execute(f"ATTACH DATABASE ? AS s{i}", (path,))
-            conn.execute(f"INSERT OR IGNORE INTO generations SELECT * FROM s{i}.generations")
-            models.update(m for (m,) in conn.execute(f"SELECT DISTINCT model FROM s{i}.generations"))
+            conn.execute(f"ATTACH DATABASE ? AS s{i}", (_read_only_uri(path),))
+            try:
+                # an older shard cache may lack a column (e.g. finish_reason): copy the columns it has
+                have = {row[1] for row in conn.execute(f"PRAGMA s{i}.table_info(generations)")}
+                if not have:
+                    raise sqlite3.DatabaseError("no generations table")
+                names = ", ".join(c for c in columns if c in have)
+                conn.execute(f"INSERT OR IGNORE INTO generations ({names}) SELECT {names} FROM s{i}.generations")
+                models.update(m for (m,) in conn.execute(f"SELECT DISTINCT model FROM s{i}.generations"))
+            except sqlite3.DatabaseError as exc:
+                from .cache import CacheCorruptedError
+
+                raise CacheCorruptedError(
+                    f"shard cache {path} cannot be read ({exc}): publish the shard again (re-run it; its "
+                    f"node-local cache is reused) or rebuild it with `python -m hf_context_synthesis.cache "
+                    f"--rebuild {path}`"
+                ) from None
             conn.commit()
             conn.execute(f"DETACH DATABASE s{i}")
         rows = conn.execute("SELECT COUNT(*) FROM generations").fetchone()[0]

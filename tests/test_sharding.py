@@ -159,3 +159,35 @@ def test_merge_names_the_missing_shards(small_seed_dir, tmp_path, capsys):
     assert "shards missing from the merge: 1" in capsys.readouterr().err
     report = json.loads((tmp_path / "m" / "synthesis_report.json").read_text())
     assert report["missing_shards"] == [1] and report["failure_reasons"] == {"missing_from_shard_caches": 12}
+
+
+def test_merge_only_reads_the_published_shards(small_seed_dir, tmp_path):
+    """Published shards (export_cache: self-contained, rollback journal) are attached read-only: the
+    merge never switches them to WAL nor writes beside them (a shared or read-only folder stays as it
+    was); a shard cache made before the finish_reason column existed still merges."""
+    import hashlib
+
+    from hf_context_synthesis.sharding import export_cache, merge_shards
+
+    common = ["--seed", str(small_seed_dir), "--num-shards", "2"]
+    published = []
+    with FakeTGIServer(latency=0.0, capacity=8) as srv:
+        for i in range(2):
+            local = tmp_path / f"local{i}"
+            assert main(["synthesize", *common, "--endpoint", srv.url, "--shard-index", str(i),
+                         "--output", str(local)]) == 0
+            pub = tmp_path / "shared" / f"shard-{i}"
+            export_cache(str(local / "generations.sqlite"), str(pub / "generations.sqlite"))
+            for name in ("shard.json", "shard_report.json"):
+                shutil.copyfile(local / name, pub / name)
+            published.append(pub / "generations.sqlite")
+    with sqlite3.connect(published[1]) as conn:  # an older shard cache: no finish_reason column
+        conn.execute("ALTER TABLE generations DROP COLUMN finish_reason")
+    before = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in published}
+    assert all(p.read_bytes()[18:20] == b"\x01\x01" for p in published)  # rollback journal, not WAL
+    report = merge_shards(SynthesisConfig(seed=str(small_seed_dir), endpoint="http://127.0.0.1:9"),
+                          [str(p) for p in published], str(tmp_path / "m"))
+    assert report.synthesized == 36 and report.missing_shards == []
+    assert {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in published} == before
+    assert sorted(q.name for q in (tmp_path / "shared").rglob("*") if q.is_file()) == sorted(
+        ["generations.sqlite", "shard.json", "shard_report.json"] * 2)
