@@ -282,7 +282,7 @@ class V2Report:
         """One table: accuracy and question count per group."""
         counts = self.counts
         lines = [
-            f"LongBench v2 evaluation of `{self.model_id}` (accuracy, %)",
+            f"{suite_label(counts['Overall'])} evaluation of `{self.model_id}` (accuracy, %)",
             "",
             "| Group | Accuracy | Questions |",
             "| --- | ---: | ---: |",
@@ -374,12 +374,18 @@ def _row(q: dict[str, Any], res: Any, cot_text: str | None, cot: bool) -> dict[s
 NUM_QUESTIONS = 503
 
 
+def suite_label(num_questions: int) -> str:
+    """"LongBench v2" for a run over all 503 questions, else "LongBench v2 (subset: N of 503 questions)"."""
+    if num_questions == NUM_QUESTIONS:
+        return "LongBench v2"
+    return f"LongBench v2 (subset: {num_questions} of {NUM_QUESTIONS} questions)"
+
+
 def eval_results_from_dict(results: dict[str, Any]) -> list[Any]:
     """Model-index entries from a LongBench v2 ``results.json`` (:meth:`V2Report.to_dict`)."""
     from huggingface_hub import EvalResult
 
-    n = int((results.get("counts") or {}).get("Overall", 0))
-    name = "LongBench v2" if n == NUM_QUESTIONS else f"LongBench v2 (subset: {n} of {NUM_QUESTIONS} questions)"
+    name = suite_label(int((results.get("counts") or {}).get("Overall", 0)))
     return [
         EvalResult(
             task_type="text-generation",
@@ -536,7 +542,7 @@ def evaluate_longbench_v2(
             "backend": backend.kind,
         },
     )
-    logger.info("LongBench v2: overall accuracy %s%%", report.scores["Overall"])
+    logger.info("%s: overall accuracy %s%%", suite_label(len(rows)), report.scores["Overall"])
     if output_dir is not None:
         report.save(output_dir)
     return report

@@ -140,7 +140,8 @@ def test_evaluate_scores_equal_result_py(tmp_path: Path, data_file: Path, tiny_t
     assert results["counts"] == {"Overall": 6, "Easy": 2, "Hard": 4, "Short": 2, "Medium": 2, "Long": 2}
     assert json.loads((out / "result.json").read_text()) == expected
     assert (out / "result.txt").read_text().splitlines() == [header, line]
-    assert "| Overall | 50.0 | 6 |" in (out / "results.md").read_text()
+    md = (out / "results.md").read_text()
+    assert "| Overall | 50.0 | 6 |" in md and md.startswith("LongBench v2 (subset: 6 of 503 questions) evaluation")
     # pred.py's line layout: question fields + response, pred, judge, context cut to 1000 chars
     rows = [json.loads(x) for x in (out / "predictions" / "scripted-v2.jsonl").read_text().splitlines()]
     assert [r["pred"] for r in rows] == ["B", "C", None, "A", None, "B"]
