@@ -380,8 +380,9 @@ class ContextSynthesisSFTTrainer(trl.SFTTrainer):
         (what the collators of all ranks built, a prefetched batch included) with ``rank0_*`` the local
         figures; ``trained_real_tokens`` / ``trained_batch_tokens`` (what the models of all ranks trained
         on, from :class:`~hf_context_synthesis.trainer_callbacks.ThroughputCallback`); for a streaming
-        dataset (stats ``scope="rank"``), its packing counts summed over the ranks (``scope`` becomes
-        ``"global"``).
+        dataset (stats ``scope="rank"``), its packing counts over the ranks (``scope`` becomes
+        ``"global"``): summed for a stream split by node, else the maximum (an unsplit stream is read
+        whole by rank 0 only, or by every rank).
         """
         from .packing import get_packing_stats
         from .trainer_callbacks.throughput import ThroughputCallback, _sum_over_ranks
@@ -392,12 +393,19 @@ class ContextSynthesisSFTTrainer(trl.SFTTrainer):
         stream = get_packing_stats(self.train_dataset)
         stream_fields = ("num_examples", "num_truncated", "num_dropped", "num_rows", "real_tokens", "row_tokens")
         per_rank_stream = stream is not None and getattr(stream, "scope", "global") == "rank"
-        if per_rank_stream:
-            local += [float(getattr(stream, f)) for f in stream_fields]
         if collective:
             summed, world = _sum_over_ranks(local)
         else:
             summed, world = local, 1
+        if per_rank_stream:
+            # a stream split by node (datasets.distributed.split_dataset_by_node) is packed in parts: sum them.
+            # Otherwise accelerate either reads it on rank 0 only and dispatches batches (others count 0) or
+            # reads all of it on every rank and keeps its share (each counts it all): the max is the stream.
+            split = getattr(self.train_dataset, "_distributed", None) is not None
+            counts = [float(getattr(stream, f)) for f in stream_fields]
+            if collective:
+                counts = _sum_over_ranks(counts, op="sum" if split else "max")[0]
+            summed = summed + counts
         out: dict[str, Any] = {"world_size": world}
         if isinstance(real, int) and isinstance(batch, int) and summed[1] > 0:
             out.update(

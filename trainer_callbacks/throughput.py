@@ -75,8 +75,8 @@ def find_counting_collator(obj: Any, max_depth: int = 6) -> Any | None:
     return None
 
 
-def _sum_over_ranks(values: list[float]) -> tuple[list[float], int]:
-    """``values`` summed over the ranks (``all_reduce``), and the number of ranks."""
+def _sum_over_ranks(values: list[float], op: str = "sum") -> tuple[list[float], int]:
+    """``values`` reduced over the ranks (``all_reduce``, ``op`` ``"sum"`` or ``"max"``), and the number of ranks."""
     try:
         import torch
         import torch.distributed as dist
@@ -88,7 +88,7 @@ def _sum_over_ranks(values: list[float]) -> tuple[list[float], int]:
     if dist.get_backend() == "nccl":
         device = torch.device("cuda", torch.cuda.current_device())
     t = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(t)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
     return t.tolist(), dist.get_world_size()
 
 
