@@ -337,3 +337,13 @@ def test_evaluate_command_through_an_endpoint(tmp_path: Path, data_file: Path, t
     # answers B: right for q0 and q5 only -> 2/6; easy {q0} of 2; hard {q5} of 4; short {q0} of 2; medium {q5} of 2
     assert results["scores"] == {"Overall": 33.3, "Easy": 50.0, "Hard": 25.0, "Short": 50.0, "Medium": 50.0, "Long": 0.0}
     assert results["settings"]["backend"] == "tgi" and (out / "predictions" / "served-model.jsonl").is_file()
+
+    seen.clear()  # --cot --temperature 0: reasoning turn (1,024 tokens), then the answer turn (128), greedy
+    with FakeTGIServer(responder=responder, model_id="org/served-model") as srv:
+        rc = main(["evaluate", "--suite", "longbench-v2", "--endpoint", srv.url, "--tokenizer", tiny_model_dir,
+                   "--max-length", "120000", "--data-dir", str(data_file), "--output-dir", str(tmp_path / "cot"),
+                   "--cot", "--temperature", "0", "--limit", "2"])  # fmt: skip
+    assert rc == 0
+    assert sorted((p.max_new_tokens, p.temperature) for p in seen) == [(128, 0.0)] * 2 + [(1024, 0.0)] * 2
+    cot = json.loads((tmp_path / "cot" / "results.json").read_text())
+    assert cot["settings"]["cot"] is True and cot["scores"]["Overall"] == 50.0  # B: right for q0, wrong for q1
