@@ -363,7 +363,7 @@ def evaluate_longbench(
         predictions: dict[str, list[dict[str, Any]]] = {}
         for task in task_names:
             max_new = dataset2maxlen[task]
-            name = task if label == LONGBENCH_LABEL else dataset_display_name(label, task)
+            name = f"LongBench {task}" if label == LONGBENCH_LABEL else dataset_display_name(label, task)
             requests: list[GenerationRequest] = []
             rows: list[dict[str, Any]] = []
             for i, ex in enumerate(examples[task]):

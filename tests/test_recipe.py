@@ -113,6 +113,9 @@ def test_recipe_end_to_end_through_the_cli(tmp_path, seeds_dir, tiny_model_dir, 
             assert sorted(result["eval_scores"]) == sorted(f"holdout/{t}" for t in TASKS)
             assert all(0.0 <= s <= 100.0 for s in result["eval_scores"].values())
             assert list((run / "eval" / "holdout").iterdir())
+            # honest label: the held-out check is never called LongBench
+            held_md = (run / "eval" / "holdout" / "results.md").read_text()
+            assert "not LongBench" in held_md and "held-out synthesized (hotpotqa template)" in held_md
             # push: both repos exist and read back
             assert result["dataset_commit"] and result["model_commit"]
             pushed = datasets.load_dataset("ctx-user/synth", split="train")
