@@ -145,6 +145,9 @@ def test_first_step_loss_is_longalign_over_the_global_batch(run, expected, tiny_
 
 def test_summary_and_throughput_are_global_and_labelled(run, expected):
     summary = json.loads((run["out"] / "context_synthesis_training.json").read_text())
+    # TRL's flag names reached the job: --model_name_or_path, --dataset_name, --dataset_num_proc -> packing
+    assert summary["base_model"] and summary["dataset"].endswith("data.jsonl")
+    assert summary["packing"]["num_proc"] == 1 and summary["packing"]["loss_weighting"] == "example"
     stats = summary["packing_stats"]
     assert stats["world_size"] == 2 and stats["num_ranks"] == 2 and stats["num_padding_rows"] == 2
     example_tokens = sum(len(e) for e in expected)
