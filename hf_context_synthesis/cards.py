@@ -470,6 +470,7 @@ def render_model_card(
         packing_rows=_rows(scrub_secrets(dict(packing or {}))),
         packing_stats_rows=_rows(scrub_secrets(dict(packing_stats or {}))),
         eval_rows=eval_rows,
+        eval_not_longbench=any(not str(r.dataset_name).startswith("LongBench") for r in (eval_results or [])),
         loss_curve_file=loss_curve_file,
         final_loss=_fmt(final_loss) if final_loss is not None else None,
         train_steps=train_steps,

@@ -249,6 +249,15 @@ def test_held_out_synthesized_is_never_called_longbench(small_data: Path, tmp_pa
 
     (loaded,) = load_eval_results(tmp_path / "o")
     assert loaded.dataset_name == "held-out synthesized (hotpotqa template)" and loaded.dataset_split == "held-out"
+    # the model card's table and model-index say so too
+    from hf_context_synthesis.cards import render_model_card
+
+    card = render_model_card(repo_id="me/tuned", eval_results=report.eval_results(), framework_versions={})
+    assert "| `held-out synthesized (hotpotqa template)` | `F1` | 100" in card
+    assert "not LongBench results" in card and "THUDM/LongBench" not in card
+    lb = evaluate_longbench(backend, small_data, tasks=["hotpotqa"], max_length=0)
+    card = render_model_card(repo_id="me/tuned", eval_results=lb.eval_results(), framework_versions={})
+    assert "LongBench (hotpotqa)" in card and "not LongBench results" not in card
 
 
 @pytest.fixture(scope="module")
