@@ -30,15 +30,16 @@ def array_task(task_id: int, array_size: int, env: dict[str, str], cwd: Path) ->
 
 def test_slurm_array_then_rerun_one_shard_then_merge(small_seed_dir, tmp_path):
     bin_dir = os.path.dirname(sys.executable)  # the venv's context-synthesis
-    with FakeTGIServer(latency=0.0, capacity=8) as srv:
+    with FakeTGIServer(latency=0.2, capacity=16) as srv:  # latency: requests overlap, so in-flight counts show
         env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "NUM_SHARDS": "3",
                "SEEDS": str(small_seed_dir), "OUT": str(tmp_path / "out"), "TGI_ENDPOINT": srv.url,
                "LOCAL_DIR": str(tmp_path / "node-local"), "HF_HOME": str(tmp_path / "hf"),
-               "SYNTHESIS_ARGS": "--random-seed 7"}
+               "SYNTHESIS_ARGS": "--random-seed 7", "ENDPOINT_BUDGET": "6", "PARALLEL_SHARDS": "3"}
         for task in range(3):  # sbatch --array=0-2
             proc = array_task(task, 3, env, tmp_path)
             assert proc.returncode == 0, proc.stderr[-2000:]
         assert srv.stats().generation_requests == 36
+        assert srv.stats().max_in_flight <= 2  # each shard's share of the endpoint budget: 6 / 3
         # shard 1's node lost its local disk; re-run it alone: sbatch --array=1 (an array of one task)
         import shutil
 
@@ -51,6 +52,8 @@ def test_slurm_array_then_rerun_one_shard_then_merge(small_seed_dir, tmp_path):
     for i in range(3):  # published: self-contained cache + shard files, no WAL, no partial upload
         published = sorted(p.name for p in (tmp_path / "out" / f"shard-{i}").iterdir())
         assert published == ["generations.sqlite", "shard.json", "shard_report.json"]
+        header = (tmp_path / "out" / f"shard-{i}" / "generations.sqlite").read_bytes()[:20]
+        assert header[18:20] == b"\x01\x01"  # exported in rollback-journal mode: no WAL on the shared folder
         assert json.loads((tmp_path / "out" / f"shard-{i}" / "shard.json").read_text())["num_shards"] == 3
     caches = [str(tmp_path / "out" / f"shard-{i}" / "generations.sqlite") for i in range(3)]
     assert main(["merge", "--seed", str(small_seed_dir), "--random-seed", "7", "--shard-cache", *caches,
