@@ -397,10 +397,13 @@ def preflight(recipe: RecipeConfig, steps: list[str] | tuple[str, ...] = STEPS) 
                     setting_hint="--set training.model=NAME_OR_PATH")
     if "evaluate" in steps:
         data_dir = recipe.evaluation.get("data_dir")
-        if data_dir and not Path(data_dir).is_dir():
+        import re
+
+        hub_id = isinstance(data_dir, str) and re.fullmatch(r"[\w.-]+/[\w.-]+(@[\w./-]+)?", data_dir)
+        if data_dir and not Path(data_dir).exists() and not hub_id:
             raise RunSetupError(
                 f"recipe step evaluate: evaluation.data_dir {data_dir!r} is not a folder of LongBench <task>.jsonl "
-                "files (see the README: Seeds and LongBench data)"
+                "files, a data.zip or a Hub dataset id (see the README: Seeds and LongBench data)"
             )
         if "train" not in steps and not recipe.evaluation.get("endpoint") and (data_dir or recipe.evaluation.get("holdout_per_task")):
             if not (recipe.model_dir / "config.json").is_file():

@@ -222,3 +222,18 @@ def test_preflight_refuses_a_push_without_a_token_before_anything_runs(tmp_path,
     (recipe.dataset_dir / "data" / "train-00000-of-00001.parquet").write_bytes(b"")
     with pytest.raises(RunSetupError, match="no Hub token"):
         preflight(recipe, ["push"])
+
+
+def test_preflight_checks_the_longbench_data_path(tmp_path):
+    from hf_context_synthesis.dry_run import RunSetupError
+    from hf_context_synthesis.recipe import preflight
+
+    def recipe(data_dir: str) -> RecipeConfig:
+        return RecipeConfig(output_dir=str(tmp_path / "run"), evaluation={"data_dir": data_dir, "endpoint": "http://x"})
+
+    with pytest.raises(RunSetupError, match="not a folder of LongBench"):
+        preflight(recipe(str(tmp_path / "missing")), ["evaluate"])
+    (tmp_path / "data.zip").write_bytes(b"PK")
+    preflight(recipe(str(tmp_path / "data.zip")), ["evaluate"])  # a data.zip is accepted
+    preflight(recipe("THUDM/LongBench"), ["evaluate"])  # so is a Hub dataset id
+    assert not (tmp_path / "run").exists()
