@@ -54,7 +54,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         if (
             action.option_strings
             and "default" not in text
-            and default not in (None, False, argparse.SUPPRESS)
+            and default not in (None, False, argparse.SUPPRESS, [], "")
             and not isinstance(action, (argparse._HelpAction, argparse._VersionAction, argparse._CountAction))
         ):
             text += " [default: %(default)s]"
