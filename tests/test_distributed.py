@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -28,6 +27,8 @@ from hf_context_synthesis.packing import PackingConfig, prepare_packed_dataset  
 from hf_context_synthesis.testing.rows import composed_rows  # noqa: E402
 
 HERE = Path(__file__).parent
+#: `accelerate` of this interpreter (the CLI on PATH may belong to another environment)
+ACCELERATE = [sys.executable, "-m", "accelerate.commands.accelerate_cli"]
 MAX_LENGTH = 700
 EPOCHS = 2
 
@@ -43,8 +44,6 @@ def _segments(ids: list[int], pos: list[int]) -> list[tuple[int, ...]]:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, seeds_dir, tiny_model_dir):
-    if shutil.which("accelerate") is None:
-        pytest.skip("accelerate CLI not installed")
     tmp = tmp_path_factory.mktemp("ddp")
     rows = composed_rows(seeds_dir)  # 12 examples
     data = tmp / "data.jsonl"
@@ -61,7 +60,7 @@ def run(tmp_path_factory, seeds_dir, tiny_model_dir):
     }
     env.pop("ACCELERATE_USE_CPU", None)  # the train command itself must turn gloo DDP on without CUDA
     cmd = [
-        "accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        *ACCELERATE, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
         "--mixed_precision", "no", "--dynamo_backend", "no",
         str(HERE / "distributed_train.py"), tiny_model_dir, str(data), str(out), str(record),
         "--max_length", str(MAX_LENGTH), "--num_train_epochs", str(EPOCHS), "--gradient_accumulation_steps", "2",
@@ -170,8 +169,6 @@ def test_accelerate_cpu_flag_quietly_starts_one_process(tmp_path):
     """What the README says about launching on a machine without CUDA: ``--cpu --num_processes 2``
     quietly starts ONE process (``--multi_gpu --num_processes 2`` starts two, which train as one gloo
     DDP job because ``context-synthesis train`` sets ``use_cpu``: the ``run`` fixture above)."""
-    if shutil.which("accelerate") is None:
-        pytest.skip("accelerate CLI not installed")
     if torch.cuda.is_available():
         pytest.skip("about machines without CUDA")
     script = tmp_path / "who.py"
@@ -179,7 +176,7 @@ def test_accelerate_cpu_flag_quietly_starts_one_process(tmp_path):
     env = {**os.environ, "HF_HOME": str(tmp_path / "hf")}
     env.pop("ACCELERATE_USE_CPU", None)
     common = ["--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-    cpu = subprocess.run(["accelerate", "launch", "--cpu", *common, str(script)], env=env, capture_output=True,
+    cpu = subprocess.run([*ACCELERATE, "launch", "--cpu", *common, str(script)], env=env, capture_output=True,
                          text=True, timeout=120)
     assert cpu.returncode == 0, cpu.stderr[-2000:]
     assert cpu.stdout.count("PROCESS") == 1
