@@ -1,6 +1,7 @@
 """``transformers`` TrainerCallbacks for long-context training (importable as ``hf_context_synthesis.trainer_callbacks``).
 
-* :class:`ThroughputCallback`: real-token throughput and padding efficiency per step.
+* :class:`ThroughputCallback`: real-token throughput and padding efficiency per step and per epoch, of the
+  batches actually trained, summed over the ranks (global and per-rank figures, labelled).
 * :class:`LongContextProbeCallback`: answer accuracy by the relevant document's position, every N steps.
 * :class:`HubPushCallback`: pushes the model, tokenizer and model card to the Hub at save / train end.
 
