@@ -13,8 +13,8 @@ Definitions follow THUDM/LongBench ``LongBench/metrics.py`` and ``LongBench/eval
   (union LCS over the sentence pairs, each reference word counted once), F with ``beta = P / R``.
 * :func:`rouge_score_google`: Google's ``rouge-score`` ROUGE-L F (one LCS over the whole text,
   lowercased, non-alphanumeric characters as separators, plain F1). **Not** LongBench's number; an
-  option (``summarization_metric="rouge-score"``) for comparisons with other papers. The two differ
-  by up to 90 points on one example and 4-13 points on a task average.
+  option (``summarization_metric="rouge-score"``) for comparisons with other papers; its numbers
+  are not comparable with LongBench's.
 * :func:`scorer`: for each example the **max** over its ground truths, then the mean over examples,
   times 100, rounded to 2 decimals (``eval.py``'s ``scorer``; none of the eight tasks takes only
   the first line of the prediction).

@@ -227,3 +227,21 @@ def test_model_without_chat_template_gets_its_bos(tiny_model_dir: str) -> None:
     with_template, raw = seen
     assert raw == tok("hello")["input_ids"] and raw[0] == tok.bos_token_id
     assert with_template[0] == tok.bos_token_id != with_template[1]  # the template's own BOS, not a second one
+
+
+def test_endpoint_budget_from_the_tokenizers_config_and_batch_size_one_by_default(
+    longbench_folder: Path, tiny_model_dir: str
+) -> None:
+    """No --max-length: the window comes from the config beside the tokenizer (131,072 -> 127,500)."""
+    import inspect
+
+    from hf_context_synthesis.cli import build_parser
+    from hf_context_synthesis.testing.fake_tgi import FakeTGIServer
+
+    with FakeTGIServer(responder=_responder, model_id="org/scripted") as srv:
+        report = evaluate_longbench(srv.url, longbench_folder, tasks=["hotpotqa"], tokenizer=tiny_model_dir)
+    assert report.settings["context_window"] == 131072 and report.settings["max_length"] == 127500
+    assert report.settings["batch_size"] == 1
+    assert inspect.signature(evaluate_longbench).parameters["batch_size"].default == 1
+    args = build_parser(only="evaluate").parse_args(["evaluate", "--model", "m", "--data-dir", "d", "--output-dir", "o"])
+    assert args.batch_size == 1 and args.max_length is None and args.summarization_metric == "rouge"
