@@ -46,6 +46,8 @@ _LAZY = {
     "merge_shards": "sharding",
     "evaluate_longbench": "evaluation",
     "EvalReport": "evaluation",
+    "resolve_data": "longbench",
+    "PROMPT_BUDGETS": "longbench",
     "evaluate_longbench_v2": "longbench_v2",
     "V2Report": "longbench_v2",
     "qa_f1_score": "metrics",
