@@ -94,6 +94,10 @@ class PackingConfig:
         attention_length: Example length at which attention costs as much as the linear layers, in
             the row cost ``Σlen + Σlen²/attention_length`` used by ``row_order="balanced"`` and the
             balance ratio.
+        cpu_packed_attention: When the model trains on CPU with ``sdpa`` or ``eager`` attention,
+            :func:`~hf_context_synthesis.training.build_trainer` switches it to ``"packed_sdpa"``
+            (:mod:`hf_context_synthesis.attention`): each packed example attends alone instead of the
+            whole row over a dense block-diagonal mask (same outputs, ``Σlen²`` instead of ``T²``).
         shuffle_seed: Seed of the order of the packed rows (``None`` keeps BFD's order, longest
             first). For a streaming dataset the rows of each buffer are shuffled.
         stream_buffer_size: Examples packed together at a time when the dataset is an
@@ -111,6 +115,7 @@ class PackingConfig:
     max_example_length: int | None = None
     row_order: str = "shuffle"
     attention_length: int = 32768
+    cpu_packed_attention: bool = True
 
     def __post_init__(self) -> None:
         if self.max_length <= 0:

@@ -435,6 +435,16 @@ class ContextSynthesisSFTTrainer(trl.SFTTrainer):
         return path
 
 
+def _trains_on_cpu(sft_config: Any) -> bool:
+    try:
+        import torch
+
+        cuda = torch.cuda.is_available()
+    except Exception:  # pragma: no cover
+        cuda = False
+    return bool(getattr(sft_config, "use_cpu", False)) or not cuda
+
+
 def _known_columns(dataset: Any) -> list[str]:
     names = getattr(dataset, "column_names", None)
     return list(names) if names else []
@@ -535,6 +545,10 @@ def build_trainer(
         base_model = base_model or model
         model = AutoModelForCausalLM.from_pretrained(model, **(sft_config.model_init_kwargs or {}))
     base_model = base_model or getattr(getattr(model, "config", None), "_name_or_path", None)
+    if packing.cpu_packed_attention and _trains_on_cpu(sft_config):
+        from .attention import use_packed_sdpa_on_cpu
+
+        use_packed_sdpa_on_cpu(model)  # sdpa/eager would attend over a dense T x T block-diagonal mask
 
     def pack(dataset: Any, name: str) -> tuple[Any, int | None]:
         columns = _column_names(dataset)

@@ -480,3 +480,36 @@ def test_flash_kwargs_and_seq_idx_on_by_default_match_trls_padding_free_collator
     assert ours["seq_idx"].dtype == trl["seq_idx"].dtype and ours["seq_idx"][0].tolist() == [0] * 5 + [1] * 4 + [2] * 3
     assert (ours["max_length_q"], ours["max_length_k"]) == (trl["max_length_q"], trl["max_length_k"]) == (5, 5)
     assert PackingConfig().return_flash_kwargs is True
+
+
+def test_packed_sdpa_equals_sdpa_on_packed_rows_and_falls_back_elsewhere(tiny_model_dir):
+    """CPU path: each packed example attends alone (no dense T x T mask); logits and gradients as sdpa's."""
+    from transformers import AutoModelForCausalLM
+
+    from hf_context_synthesis.attention import register_packed_sdpa, use_packed_sdpa_on_cpu
+
+    register_packed_sdpa()
+    g = torch.Generator().manual_seed(0)
+    lengths = [37, 80, 21, 55]
+    ids = torch.randint(5, 200, (sum(lengths),), generator=g).tolist()
+    batch = PackedDataCollator()([{"input_ids": ids, "labels": ids, "seq_lengths": lengths}])
+    assert "cu_seq_lens_q" in batch
+    results = {}
+    for impl in ("sdpa", "packed_sdpa"):
+        model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation="sdpa")
+        if impl == "packed_sdpa":
+            assert use_packed_sdpa_on_cpu(model) and model.config._attn_implementation == "packed_sdpa"
+        out = model(**batch, use_cache=False)
+        out.loss.backward()
+        results[impl] = (out.logits.detach(), model.lm_head.weight.grad.clone(), model)
+    assert torch.allclose(results["sdpa"][0], results["packed_sdpa"][0], atol=1e-5)
+    assert torch.allclose(results["sdpa"][1], results["packed_sdpa"][1], atol=1e-5)
+    # a padded batch with an attention mask (no cu_seq_lens) goes through transformers' sdpa unchanged
+    model = results["packed_sdpa"][2]
+    x = torch.tensor([ids[:30], ids[30:60]])
+    mask = torch.ones_like(x)
+    mask[1, 25:] = 0
+    with torch.no_grad():
+        got = model(input_ids=x, attention_mask=mask, use_cache=False).logits
+        ref = results["sdpa"][2](input_ids=x, attention_mask=mask, use_cache=False).logits
+    assert torch.allclose(got, ref, atol=1e-5)

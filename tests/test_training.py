@@ -245,6 +245,7 @@ def test_build_trainer_balanced_rows_train_in_order_and_mismatch_warns(tmp_path,
         trainer = build_trainer(model, tok, datasets.Dataset.from_list(rows), config, packing)
     assert any("differs from SFTConfig.max_length" in r.getMessage() for r in caplog.records)
     assert isinstance(trainer._get_train_sampler(), torch.utils.data.SequentialSampler)
+    assert trainer.model.config._attn_implementation == "packed_sdpa"  # CPU: each packed example attends alone
     stats = get_packing_stats(trainer.train_dataset)
     # one rank, 4 micro-batches a step: the rows are padded (no loss tokens) to whole steps
     assert len(trainer.train_dataset) % 4 == 0 and stats.num_padding_rows == len(trainer.train_dataset) - stats.num_rows
