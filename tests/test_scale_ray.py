@@ -65,19 +65,23 @@ def test_killed_worker_is_retried_and_merge_equals_one_process(ray_cluster, smal
         config = SynthesisConfig(seed=str(small_seed_dir), endpoint=srv.url, random_seed=11, max_concurrency=6)
         single = synthesize_to_directory(config, str(tmp_path / "single"),
                                          datasets_cache_dir=str(tmp_path / "single-cache"))
-        before = srv.stats().generation_requests
-        assert single.generated == 36 and before == 36
+        assert single.generated == 36 and srv.stats().generation_requests == 36
+        srv.reset_stats()  # count the Ray run alone
         killed: list[int] = []
-        watcher = kill_first_attempt(tmp_path / "out" / "shards" / "shard-00001", srv, before + 4, killed)
+        watcher = kill_first_attempt(tmp_path / "out" / "shards" / "shard-00001", srv, 4, killed)
         result = synthesize_on_ray(config, num_shards=3, output=str(tmp_path / "out"),
                                    local_dir=str(tmp_path / "node-local"), max_retries=2)
         watcher.join(timeout=5)
-        made = srv.stats().generation_requests - before
+        made = srv.stats().generation_requests
+        max_in_flight = srv.stats().max_in_flight
     assert killed, "the watcher never killed shard 1's worker"
     assert result.complete and result.failed_shards == {}, result.failed_shards
     assert result.attempts == {0: 1, 1: 2, 2: 1}, result.attempts
     # the retry resumed from the node-local cache: at most the requests in flight were made twice
     assert 36 <= made <= 36 + 2, made
+    # the budget (max_concurrency=6) is shared: 2 per shard, 2 shards at once on the 2 CPUs (one shard
+    # alone with the whole budget would reach 6)
+    assert max_in_flight <= 4, max_in_flight
     assert read(result.dataset_dir) == read(tmp_path / "single")
     report = json.loads((Path(result.dataset_dir) / "synthesis_report.json").read_text())
     assert report["synthesized"] == 36 and report["missing_shards"] == []
@@ -95,5 +99,27 @@ def test_a_shard_that_stays_dead_is_named_and_the_rest_merged(ray_cluster, small
     assert killed
     assert list(result.failed_shards) == [2] and not result.complete
     assert result.report.missing_shards == [2]
+    assert result.report.failure_reasons == {"missing_from_shard_caches": 12}
+    assert len(read(result.dataset_dir)) == 24
+
+
+def test_a_cancelled_shard_is_named_and_the_rest_merged(ray_cluster, small_seed_dir, tmp_path, monkeypatch):
+    """ray.cancel of one shard's task (here: the one still queued) does not stop the run: the shard is
+    named as failed and missing, the other shards are merged."""
+    real_wait, cancelled = ray.wait, []
+
+    def wait_then_cancel(refs, **kwargs):
+        if not cancelled:
+            ray.cancel(refs[-1])  # shard 2: queued behind shards 0 and 1 on the 2 CPUs
+            cancelled.append(refs[-1])
+        return real_wait(refs, **kwargs)
+
+    monkeypatch.setattr(ray, "wait", wait_then_cancel)
+    with FakeTGIServer(latency=0.1, capacity=16) as srv:
+        config = SynthesisConfig(seed=str(small_seed_dir), endpoint=srv.url, max_concurrency=6)
+        result = synthesize_on_ray(config, num_shards=3, output=str(tmp_path / "out"),
+                                   local_dir=str(tmp_path / "node-local"), max_retries=2)
+    assert cancelled and list(result.failed_shards) == [2] and "Cancelled" in result.failed_shards[2]
+    assert result.report.missing_shards == [2] and not result.complete
     assert result.report.failure_reasons == {"missing_from_shard_caches": 12}
     assert len(read(result.dataset_dir)) == 24

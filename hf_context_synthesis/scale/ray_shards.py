@@ -173,7 +173,8 @@ def synthesize_on_ray(
                 shard_report = SynthesisReport.from_dict(ray.get(ref))
                 logger.info("shard %d done: %s", index, shard_report.summary(include_examples=False))
             except Exception as err:  # worker lost after retries, task error, ray.cancel
-                failed[index] = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+                detail = str(err).strip().splitlines()[0] if str(err).strip() else ""
+                failed[index] = type(err).__name__ + (f": {detail}" if detail else "")
                 logger.error("shard %d failed: %s", index, failed[index])
 
     fs, root = fsspec.core.url_to_fs(output, **storage_options)
