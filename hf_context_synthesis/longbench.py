@@ -279,10 +279,16 @@ def resolve_data(source: str | os.PathLike[str] | LongBenchData) -> LongBenchDat
         from huggingface_hub import snapshot_download
 
         repo_id, _, revision = text.partition("@")
-        local = snapshot_download(
-            repo_id, repo_type="dataset", revision=revision or None,
-            allow_patterns=["*.parquet", "*.jsonl", "data.zip"],
-        )
+        try:
+            local = snapshot_download(
+                repo_id, repo_type="dataset", revision=revision or None,
+                allow_patterns=["*.parquet", "*.jsonl", "data.zip"],
+            )
+        except Exception as err:  # noqa: BLE001 - one clear line: neither a local path nor a readable Hub dataset
+            raise FileNotFoundError(
+                f"LongBench data {text!r}: no such local folder or file, and not readable as a Hub dataset id "
+                f"({type(err).__name__}: {err})"
+            ) from err
         data = resolve_data(local)
         data.source = text
         return data

@@ -202,6 +202,8 @@ def test_hub_dataset_id_of_a_parquet_mirror(tmp_path: Path, monkeypatch) -> None
         data = resolve_data("someone/LongBench-parquet")
         assert data.tasks == ["hotpotqa", "govreport"] and data.source == "someone/LongBench-parquet"
         assert [e.answers for e in load_task(data, "hotpotqa")] == [a for a, _ in _SCRIPT["qa"]]
+        with pytest.raises(FileNotFoundError, match="no such local folder or file, and not readable as a Hub"):
+            resolve_data("someone/missing-mirror")
 
 
 def test_model_without_chat_template_gets_its_bos(tiny_model_dir: str) -> None:
