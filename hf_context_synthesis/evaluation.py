@@ -161,7 +161,8 @@ class EvalReport:
     def eval_results(self, dataset_id: str | None = None) -> list[Any]:
         """One ``huggingface_hub.EvalResult`` per task, for ``ModelCardData(eval_results=...)``.
 
-        LongBench runs: dataset ``THUDM/LongBench``, config = LongBench's task name, split ``test``.
+        LongBench runs: dataset ``THUDM/LongBench``, config = LongBench's task name, split ``test``;
+        a run with ``limit`` is named a subset ("LongBench (hotpotqa) (subset: first 50 examples)").
         Any other label (held-out synthesized examples): dataset name e.g. "held-out synthesized
         (narrativeqa template)", type ``dataset_id`` (the synthesized dataset's repo, if given) or
         ``"held-out-synthesized"``, split ``"held-out"``: never LongBench.
@@ -182,7 +183,9 @@ class EvalReport:
                 EvalResult(
                     task_type="text-generation",
                     task_name="Long-context understanding",
-                    dataset_name=dataset_display_name(self.label, s.task),
+                    dataset_name=dataset_display_name(self.label, s.task)
+                    + (f" (subset: first {s.num_examples} examples)" if self.is_longbench and self.settings.get("limit")
+                       else ""),
                     **dataset,
                     metric_type=metric_type,
                     metric_name=s.metric,

@@ -258,6 +258,8 @@ def test_held_out_synthesized_is_never_called_longbench(small_data: Path, tmp_pa
     lb = evaluate_longbench(backend, small_data, tasks=["hotpotqa"], max_length=0)
     card = render_model_card(repo_id="me/tuned", eval_results=lb.eval_results(), framework_versions={})
     assert "LongBench (hotpotqa)" in card and "not LongBench results" not in card
+    subset = evaluate_longbench(backend, small_data, tasks=["hotpotqa"], max_length=0, limit=1)
+    assert subset.eval_results()[0].dataset_name == "LongBench (hotpotqa) (subset: first 1 examples)"
 
 
 @pytest.fixture(scope="module")
