@@ -370,12 +370,21 @@ def bench_training(args: argparse.Namespace) -> dict[str, Any]:
             out.append({"input_ids": ids, "labels": lab, "attention_mask": mask, "use_cache": False})
         return out
 
-    methods = {"packed": packed_batches}
+    from hf_context_synthesis.attention import register_packed_sdpa
+
+    register_packed_sdpa()
+    methods = {"packed": packed_batches, "packed_psdpa": packed_batches}
+    impls = {"packed_psdpa": "packed_sdpa"}  # each example attends alone (build_trainer's CPU default)
     methods[f"padded_bs{args.train_batch_size}"] = padded_batches(args.train_batch_size)
     if args.train_batch_size != 1:
         methods["padded_bs1"] = padded_batches(1)
+    current = {"name": None}
 
-    def train_pass(batches: list[dict[str, Any]]) -> None:
+    def train_pass(batches: list[dict[str, Any]], name: str = "") -> None:
+        impl = impls.get(name, "sdpa")
+        if current["name"] != impl:
+            model.set_attn_implementation(impl)
+            current["name"] = impl
         model.load_state_dict(init)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
         for b in batches:
@@ -384,14 +393,14 @@ def bench_training(args: argparse.Namespace) -> dict[str, Any]:
             opt.step()
             opt.zero_grad(set_to_none=True)
 
-    for batches in methods.values():  # warm-up (allocator, kernels)
-        train_pass(batches[:2])
+    for name, batches in methods.items():  # warm-up (allocator, kernels)
+        train_pass(batches[:2], name)
     times = {name: float("inf") for name in methods}
     for _ in range(args.train_repeats):  # interleaved, best of
         for name, batches in methods.items():
             gc.collect()
             t = time.perf_counter()
-            train_pass(batches)
+            train_pass(batches, name)
             times[name] = min(times[name], time.perf_counter() - t)
     res = {
         "examples": len(examples),
@@ -588,6 +597,9 @@ def main(argv: list[str] | None = None) -> int:
         if "padded_bs1" in m and pb != "padded_bs1":
             line += f", packed/padded(bs1)={m['packed']['tps'] / m['padded_bs1']['tps']:.2f}x"
         line += f" ({m['packed']['tps']:,.0f} vs {m[pb]['tps']:,.0f} real tok/s)"
+        line += (f"; packed_sdpa (build_trainer's CPU default) packed_psdpa/padded(bs{args.train_batch_size})="
+                 f"{m['packed_psdpa']['tps'] / m[pb]['tps']:.2f}x, packed_psdpa/packed(sdpa)="
+                 f"{m['packed_psdpa']['tps'] / m['packed']['tps']:.2f}x")
         print(line)
     for b in balance or []:
         print(f"balance@{args.ranks} ranks, examples<={b['example_cap'] // 1024}k in {b['row_budget'] // 1024}k rows: "
