@@ -267,6 +267,15 @@ def _make_backend(
     return TransformersBackend(model, tokenizer=tokenizer, batch_size=batch_size, device=device), True
 
 
+def _evaluation_tokenizer(backend: Any, owned: bool, tokenizer: Any) -> Any:
+    """The tokenizer that truncates prompts: the one an owned backend already loaded from ``tokenizer``,
+    else ``tokenizer`` loaded here (object, path or Hub id), else the backend's own."""
+    backend_tokenizer = getattr(backend, "tokenizer", None)
+    if owned and backend_tokenizer is not None:
+        return backend_tokenizer
+    return _load_tokenizer(tokenizer) or backend_tokenizer
+
+
 def _context_window(backend: Any, tokenizer_source: Any) -> int | None:
     """The model's context window: the local model's config, else the config beside the tokenizer."""
     config = getattr(getattr(backend, "model", None), "config", None)
@@ -339,11 +348,7 @@ def evaluate_longbench(
 
     backend, owned = _make_backend(model_or_backend, tokenizer=tokenizer, batch_size=batch_size, device=device)
     try:
-        backend_tokenizer = getattr(backend, "tokenizer", None)
-        if owned and backend_tokenizer is not None:  # already loaded from `tokenizer` by the backend
-            tok = backend_tokenizer
-        else:
-            tok = _load_tokenizer(tokenizer) or backend_tokenizer
+        tok = _evaluation_tokenizer(backend, owned, tokenizer)
         window = None
         if max_length is None:
             window = _context_window(backend, tokenizer)

@@ -39,7 +39,7 @@ import logging
 import os
 import re
 import zipfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -436,16 +436,12 @@ def evaluate_longbench_v2(
             reuses the answered questions (same mode, no ``error``) and asks only the others, as
             pred.py's cache does (delete the file to start over after changing settings).
     """
-    from .evaluation import _load_tokenizer, _make_backend
+    from .evaluation import _evaluation_tokenizer, _make_backend
 
     questions = load_questions(data, limit=limit)  # bad data fails before a model is loaded
     backend, owned = _make_backend(model_or_backend, tokenizer=tokenizer, batch_size=batch_size, device=device)
     try:
-        backend_tokenizer = getattr(backend, "tokenizer", None)
-        if owned and backend_tokenizer is not None:  # already loaded from `tokenizer` by the backend
-            tok = backend_tokenizer
-        else:
-            tok = _load_tokenizer(tokenizer) or backend_tokenizer
+        tok = _evaluation_tokenizer(backend, owned, tokenizer)
         if tok is None and max_length != 0:
             raise ValueError(
                 "LongBench v2 truncates with the model's tokenizer: pass tokenizer= (object, path or Hub id)"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hf_context_synthesis.backends.base import GenerationBackend, GenerationRequest, GenerationResult
+from hf_context_synthesis.testing.scripted import ScriptedBackend
 from hf_context_synthesis.evaluation import evaluate_longbench
 from hf_context_synthesis.longbench import (
     LONGBENCH_TASKS,
@@ -131,26 +131,6 @@ def test_middle_truncate_keeps_both_ends(tiny_tokenizer) -> None:
 
 
 # ----------------------------------------------------------------------------- scoring pipeline
-
-
-class ScriptedBackend(GenerationBackend):
-    """Answers from a key -> text table (``None`` = failed request); records every request."""
-
-    kind = "scripted"
-
-    def __init__(self, answers: dict[str, str | None]) -> None:
-        self.answers = answers
-        self.requests: list[GenerationRequest] = []
-
-    async def model_id(self) -> str:
-        return "org/scripted-model"
-
-    async def generate(self, request: GenerationRequest) -> GenerationResult:
-        self.requests.append(request)
-        text = self.answers.get(request.key, "")
-        if text is None:
-            return GenerationResult(key=request.key, error="http_503")
-        return GenerationResult(key=request.key, text=text)
 
 
 @pytest.fixture

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 import longbench_v2_reference as ref
-from hf_context_synthesis.backends.base import GenerationBackend, GenerationRequest, GenerationResult
+from hf_context_synthesis.backends.base import GenerationRequest, GenerationResult
+from hf_context_synthesis.testing.scripted import ScriptedBackend as _Scripted
 from hf_context_synthesis.longbench_v2 import (
     TEMPLATE_0SHOT,
     TEMPLATE_0SHOT_COT_ANS,
@@ -24,26 +25,15 @@ from hf_context_synthesis.longbench_v2 import (
 )
 
 
-class ScriptedBackend(GenerationBackend):
-    """Answers from a (key, turn) table; ``None`` = a failed request. Records every request."""
-
-    kind = "scripted"
+class ScriptedBackend(_Scripted):
+    """Answers from a (key, turn) table: the second turn of a chain of thought is keyed ``<key>/ans``."""
 
     def __init__(self, answers: dict[str, str | None]) -> None:
-        self.answers = answers
-        self.requests: list[GenerationRequest] = []
+        super().__init__(answers, model="org/scripted-v2")
 
-    async def model_id(self) -> str:
-        return "org/scripted-v2"
-
-    async def generate(self, request: GenerationRequest) -> GenerationResult:
-        self.requests.append(request)
+    def key_of(self, request: GenerationRequest) -> str:
         content = request.messages[0]["content"]
-        key = request.key + ("/ans" if "single, most likely answer" in content else "")
-        text = self.answers.get(key, "")
-        if text is None:
-            return GenerationResult(key=request.key, error="http_503")
-        return GenerationResult(key=request.key, text=text)
+        return request.key + ("/ans" if "single, most likely answer" in content else "")
 
 
 def question(i: int, difficulty: str, length: str, answer: str, context: str | None = None) -> dict:
