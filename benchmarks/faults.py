@@ -31,7 +31,6 @@ import argparse
 import json
 import logging
 import multiprocessing as mp
-import os
 import sys
 import tempfile
 import threading

@@ -61,7 +61,6 @@ class RequestProgress:
 
     def request_done(self, tokens_out: int = 0) -> None:
         """One request finished: refresh the tokens/s shown next to the bar."""
-        import time
 
         self.tokens_out += int(tokens_out or 0)
         self._requests += 1

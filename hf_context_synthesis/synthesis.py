@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 from dataclasses import dataclass
 
-from .backends.base import GenerationBackend, GenerationRequest, GenerationResult, RequestQueue
+from .backends.base import GenerationBackend, GenerationRequest, RequestQueue
 from .backends.errors import failure_key
 from .cache import GenerationCache, request_key
 from .config import SynthesisConfig

@@ -9,7 +9,7 @@ import datasets
 import pytest
 
 import hf_context_synthesis  # noqa: F401 - registers the builder
-from hf_context_synthesis import SynthesisConfig, parse_context
+from hf_context_synthesis import SynthesisConfig
 from hf_context_synthesis.testing.fake_tgi import FakeTGIServer
 
 

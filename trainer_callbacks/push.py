@@ -23,7 +23,6 @@ one ``ERROR`` log line (naming the folder and the command that pushes it later) 
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -35,7 +34,6 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 
 from hf_context_synthesis.hub import (
     TRAINER_STATE_FILE,
-    TRAINING_SUMMARY_FILE,
     HubPublishError,
     _hub_api,
     hyperparameters_from_args,
