@@ -10,6 +10,7 @@ see :mod:`hf_context_synthesis.quality` for the filters and the near-duplicate p
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hashlib
 import logging
 import os
@@ -259,9 +260,11 @@ class ContextSynthesizer:
             from .quality import MinHasher
 
             hasher = MinHasher(num_perm=qconf.num_perm, shingle_words=qconf.shingle_words)
-        #: MinHash signatures of accepted contexts, computed as results arrive (overlapping the network
-        #: wait); the order-dependent near-duplicate pass runs on them after generation, in seed order.
+        #: MinHash signatures of accepted contexts, computed as results arrive on a worker thread (its
+        #: numpy work overlaps the event loop and the network wait); the order-dependent near-duplicate
+        #: pass runs on them after generation, in seed order.
         signatures: dict[int, Any] = {}
+        hashing = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="minhash") if hasher else None
 
         def messages_of(i: int) -> tuple[dict[str, str], ...]:
             return self._messages(seeds[i])
@@ -289,8 +292,8 @@ class ContextSynthesizer:
             if context is not None:
                 context_keys[i] = key_of[i]
                 accepted_attempts[i] = attempts[i] + 1
-                if hasher is not None:
-                    signatures[i] = hasher.signature(context)
+                if hashing is not None:
+                    signatures[i] = hashing.submit(hasher.signature, context)
                 bar.update(1)
                 return True
             report.count("filter", reason or "unknown")
@@ -424,6 +427,9 @@ class ContextSynthesizer:
                 logger.warning("seed %s got no result from the backend; recorded as failed", seeds[i].seed_id)
                 failures[i] = "no_result"
                 report.count("failure", "no_result")
+        if hashing is not None:
+            hashing.shutdown(wait=True)
+            signatures = {i: f.result() for i, f in signatures.items()}
         if dedup:
             self._drop_near_duplicates(seeds, context_keys, signatures, failures, report, qconf)
         report.retried = report.transport_retries + report.regenerated
