@@ -510,6 +510,9 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true",
                         help="Resume training from the newest checkpoint-* in OUTPUT_DIR/model "
                              "(same as --set training.resume_from_checkpoint=last).")
+    parser.add_argument("--fail-on-failures", action="store_true",
+                        help="Exit 1 when any seed failed in the synthesize step (by default a run that completed "
+                             "exits 0 and its failures are accounted for in the synthesis report).")
     parser.add_argument("--log-level", default="INFO", help="Logging level (overrides -v/-q), e.g. DEBUG.")
 
 
@@ -527,4 +530,11 @@ def run_cli(args: argparse.Namespace) -> int:
     print(f"outputs in {recipe.output_dir}")
     for key, score in sorted(result.eval_scores.items()):
         print(f"  {key}: {score:.2f}")
+    if "synthesize" in args.steps and result.synthesis_report:
+        from .cli import exit_code
+        from .report import SynthesisReport
+
+        # the one exit-code rule of every command (see hf_context_synthesis.cli.exit_code)
+        return exit_code(SynthesisReport.from_dict(result.synthesis_report),
+                         fail_on_failures=getattr(args, "fail_on_failures", False))
     return 0

@@ -237,3 +237,23 @@ def test_preflight_checks_the_longbench_data_path(tmp_path):
     preflight(recipe(str(tmp_path / "data.zip")), ["evaluate"])  # a data.zip is accepted
     preflight(recipe("THUDM/LongBench"), ["evaluate"])  # so is a Hub dataset id
     assert not (tmp_path / "run").exists()
+
+
+def test_run_exit_code_follows_the_one_rule(tmp_path, seeds_dir):
+    """A recipe whose synthesis lost one seed completed: exit 0; --fail-on-failures makes it 1."""
+    from hf_context_synthesis.cli import main
+
+    seeds = _seed_folder(seeds_dir, tmp_path / "seeds")
+    for flag, expected in (([], 0), (["--fail-on-failures"], 1)):
+        run = tmp_path / f"run{expected}"
+        recipe = {"output_dir": str(run),
+                  "synthesis": {"seed": str(seeds), "num_distractors": 2, "progress": False,
+                                "max_generation_attempts": 1}}
+        path = tmp_path / f"recipe{expected}.yaml"
+        path.write_text(yaml.safe_dump(recipe))
+        with FakeTGIServer(latency=0.0, capacity=8) as tgi:
+            tgi.set_fault("empty", count=1)  # one unusable output: with one attempt, that seed fails
+            rc = main(["run", str(path), "--steps", "synthesize", "--set", f"synthesis.endpoint={tgi.url}", *flag])
+        report = json.loads((run / "recipe_result.json").read_text())["synthesis_report"]
+        assert report["failed"] == 1 and report["synthesized"] == 7
+        assert rc == expected
