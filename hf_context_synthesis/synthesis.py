@@ -417,6 +417,10 @@ class ContextSynthesizer:
                 if not deferred:
                     break
                 queue = RequestQueue(await await_deferred())
+        except BaseException:
+            if hashing is not None:  # the run is stopping: no signature is needed any more
+                hashing.shutdown(wait=False, cancel_futures=True)
+            raise
         finally:
             report.wall_time_s = time.perf_counter() - start
             bar.close()
