@@ -294,13 +294,18 @@ class SynthesisConfig:
         out["generator"] = self.generator_label()
         return out
 
-    def fingerprint(self) -> str:
-        """Stable hash of :meth:`semantic_dict` (includes the seed data's content hash)."""
+    def identity_dict(self) -> dict[str, Any]:
+        """:meth:`semantic_dict` with every data source identified by its content (file/folder hash,
+        Dataset fingerprint, Hub id@revision), so the same data under another path is the same."""
         d = self.semantic_dict()
         d["seed"] = source_fingerprint(self.seed, self.seed_revision)
         d["distractor_source"] = source_fingerprint(self.distractor_source, None)
         d["documents"] = source_fingerprint(self.documents, None)
-        blob = json.dumps(d, sort_keys=True, default=str).encode()
+        return d
+
+    def fingerprint(self) -> str:
+        """Stable hash of :meth:`identity_dict` (includes the seed data's content hash)."""
+        blob = json.dumps(self.identity_dict(), sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
     def to_dict(self) -> dict[str, Any]:

@@ -53,13 +53,8 @@ def shard_identity(config: SynthesisConfig) -> dict[str, Any]:
     """The settings every shard of one dataset must share: the semantic settings, with sources
     identified by content (a seed folder mounted at another path on another node is the same seed)
     and without the generator label (the merge checks the model recorded in every cache instead)."""
-    from .config import source_fingerprint
-
-    d = config.semantic_dict()
+    d = config.identity_dict()
     d.pop("generator", None)
-    d["seed"] = source_fingerprint(config.seed, config.seed_revision)
-    d["distractor_source"] = source_fingerprint(config.distractor_source, None)
-    d["documents"] = source_fingerprint(config.documents, None)
     return json.loads(json.dumps(d, sort_keys=True, default=str))
 
 
@@ -326,14 +321,9 @@ def _fold_shard_reports(merged: SynthesisReport, shard_reports: Sequence[Synthes
     for seed_id, reason in list(merged.failed_seeds.items()):
         if reason == "missing_from_shard_caches" and seed_id in shard_failures:
             merged.failed_seeds[seed_id] = shard_failures[seed_id]
+    from collections import Counter
+
     from .backends.errors import failure_key
 
-    post_pass = {k: v for k, v in merged.failure_reasons.items() if k != "missing_from_shard_caches"}
-    regrouped: dict[str, int] = {}
-    for reason in merged.failed_seeds.values():
-        key = failure_key(reason)
-        regrouped[key] = regrouped.get(key, 0) + 1
-    if sum(regrouped.values()) == merged.failed:  # every failed seed is named: group them afresh
-        merged.failure_reasons = regrouped
-    else:  # pragma: no cover - a report without per-seed reasons: keep the merge's own grouping
-        merged.failure_reasons = merge_reasons(post_pass, {"missing_from_shard_caches": merged.failed - sum(post_pass.values())})
+    # every failed seed has its reason in failed_seeds: group them afresh, shard reasons included
+    merged.failure_reasons = dict(Counter(failure_key(reason) for reason in merged.failed_seeds.values()))
