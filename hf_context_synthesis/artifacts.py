@@ -32,9 +32,12 @@ def write_dataset_card(directory: str | os.PathLike[str], *, repo_id: str | None
     from .hub import _Columns, _parquet_columns, _read_json
     from .output import CONFIG_FILE, REPORT_FILE
     from .plots import LENGTH_HISTOGRAM_FILE, plot_length_histogram
+    from .safe_paths import refuse_links
 
     out = Path(directory)
-    files = sorted((out / "data").glob("*.parquet"))
+    refuse_links(out / "data", what="dataset folder")
+    refuse_links(out / "README.md", out / LENGTH_HISTOGRAM_FILE, what="dataset card file")
+    files = sorted(p for p in (out / "data").glob("*.parquet") if not p.is_symlink())
     columns = _Columns(_parquet_columns(files)) if files else _Columns()
     _add_context_words(files, columns)
     stats = dataset_statistics(columns)
@@ -59,9 +62,17 @@ def write_dataset_card(directory: str | os.PathLike[str], *, repo_id: str | None
         **card_kwargs,
     )
     path = out / "README.md"
-    path.write_text(card, encoding="utf-8")
+    _write_text(path, card)
     logger.info("wrote the dataset card %s", path)
     return path
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Write ``path`` through a temporary file and a rename: a link at ``path`` is replaced, never
+    written through."""
+    from .output import _atomic_write
+
+    _atomic_write(str(path), text)
 
 
 def _add_context_words(files: list[Path], columns: dict[str, list[Any]]) -> None:
@@ -81,7 +92,10 @@ def _add_context_words(files: list[Path], columns: dict[str, list[Any]]) -> None
 
 def write_trainer_state(trainer: Any, output_dir: str | os.PathLike[str]) -> Path:
     """Save ``trainer.state`` (``log_history``: loss per logging step) as ``trainer_state.json``."""
+    from .safe_paths import refuse_links
+
     path = Path(output_dir) / TRAINER_STATE_FILE
+    refuse_links(path, what="training output file")
     trainer.state.save_to_json(str(path))
     return path
 
@@ -90,8 +104,11 @@ def write_model_card(output_dir: str | os.PathLike[str], *, repo_id: str | None 
     """Write ``README.md`` (the model card) and ``training_loss.png`` into a training output folder,
     from its ``context_synthesis_training.json`` and ``trainer_state.json``; returns the card's path."""
     from .hub import prepare_model_folder
+    from .plots import LOSS_CURVE_FILE
+    from .safe_paths import refuse_links
 
     out = Path(output_dir)
+    refuse_links(out / "README.md", out / LOSS_CURVE_FILE, what="model card file")
     # default repo id: the folder itself, so the card's from_pretrained(...) usage snippet runs as written
     prepare_model_folder(out, out, repo_id=repo_id or out.as_posix(), **card_kwargs)
     logger.info("wrote the model card %s", out / "README.md")
@@ -143,7 +160,7 @@ def remove_if_nothing_kept(path: str | os.PathLike[str]) -> bool:
     import shutil
 
     target = Path(path)
-    if not target.is_dir():
+    if target.is_symlink() or not target.is_dir():
         return False
     if any(p.is_symlink() or (p.is_file() and not _is_disposable(p)) for p in target.rglob("*")):
         return False

@@ -7,7 +7,9 @@ any run with the same request reuses the text, whatever dataset config asked for
 A damaged file (truncated, overwritten) is detected when the cache is opened
 (:class:`CacheCorruptedError`, naming the file and how to rebuild it); :meth:`GenerationCache.rebuild`
 (or ``python -m hf_context_synthesis.cache --rebuild PATH``) moves it aside and keeps every generation
-that can still be read. A full disk is one clear :class:`CacheWriteError`, not a traceback.
+that can still be read. A full disk, a read-only file or file system and a folder without write
+permission are each one clear :class:`CacheWriteError` (an ``OSError`` with ``errno`` ENOSPC, EROFS or
+EACCES and a one-line message), not a traceback; what was committed before stays and is reused.
 """
 
 from __future__ import annotations
@@ -64,7 +66,38 @@ class CacheCorruptedError(RuntimeError):
 
 
 class CacheWriteError(OSError):
-    """A generation could not be stored (e.g. no space left on the device)."""
+    """The generation cache cannot be written: no space left on the device (``errno.ENOSPC``), a
+    read-only file system or database (``errno.EROFS``), or no permission (``errno.EACCES``). Its
+    message is one line naming the file and what to do; generations committed before stay reusable."""
+
+    def __str__(self) -> str:
+        return str(self.strerror or super().__str__())
+
+
+def write_error_for(exc: sqlite3.Error, path: str | None) -> CacheWriteError | None:
+    """The :class:`CacheWriteError` for an SQLite error that says the cache file at ``path`` cannot be
+    written (full disk, read-only file or file system, no permission), else ``None``."""
+    text = str(exc).lower()
+    cache = f"the generation cache {path}" if path else "the generation cache"
+    if "full" in text:
+        return CacheWriteError(
+            errno.ENOSPC,
+            f"no space left on the device for {cache}: the generations stored so far are safe; free space (or "
+            f"set generation_cache_dir to another disk) and rerun: they are reused, only the rest is requested",
+        )
+    if "readonly" in text or "read-only" in text:
+        return CacheWriteError(
+            errno.EROFS,
+            f"{cache} is read-only ({exc}): make it and its folder writable, or copy it to a writable folder "
+            f"and set generation_cache_dir there (its generations are reused)",
+        )
+    if "unable to open" in text or "permission" in text or "access" in text:
+        return CacheWriteError(
+            errno.EACCES,
+            f"cannot open {cache} for writing ({exc}): check that its folder exists and is writable, or set "
+            f"generation_cache_dir to a writable folder",
+        )
+    return None
 
 
 #: Seconds a connection waits for another process's write to finish before giving up.
@@ -87,7 +120,15 @@ class GenerationCache:
         if on_corrupt not in ("error", "rebuild"):
             raise ValueError(f"on_corrupt must be 'error' or 'rebuild', got {on_corrupt!r}")
         self.path = os.fspath(path)
-        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        folder = os.path.dirname(os.path.abspath(self.path))
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as exc:  # read-only file system, no permission, full disk: one clear line
+            raise CacheWriteError(
+                exc.errno or errno.EACCES,
+                f"cannot create the folder of the generation cache {self.path} ({exc.strerror or exc}): "
+                f"set generation_cache_dir to a writable folder",
+            ) from None
         self._lock = threading.Lock()
         #: Who this cache object is in ``claims`` (one per object, so two runs in one process differ too).
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -95,6 +136,9 @@ class GenerationCache:
             self._conn = self._open(self.path)
         except sqlite3.DatabaseError as exc:
             if not _is_corruption(exc):
+                write_error = write_error_for(exc, self.path)
+                if write_error is not None:
+                    raise write_error from None
                 raise
             if on_corrupt == "rebuild":
                 GenerationCache.rebuild(self.path)
@@ -183,12 +227,9 @@ class GenerationCache:
                 )
                 self._conn.execute("DELETE FROM claims WHERE key = ? AND owner = ?", (key, self.owner))
         except sqlite3.OperationalError as exc:
-            if "full" in str(exc).lower():
-                raise CacheWriteError(
-                    errno.ENOSPC,
-                    f"no space left on the device for the generation cache {self.path}: the generations stored "
-                    f"so far are safe; free space and rerun (they are reused, only the rest is requested)",
-                ) from None
+            write_error = write_error_for(exc, self.path)
+            if write_error is not None:
+                raise write_error from None
             raise
 
     def meta(self, key: str) -> dict[str, Any] | None:
@@ -208,20 +249,33 @@ class GenerationCache:
         on this machine, or older than ``ttl`` seconds, is taken over. Released by :meth:`put`,
         :meth:`release` and :meth:`close`."""
         host, pid = socket.gethostname(), os.getpid()
-        with self._lock:
-            conn = self._conn
-            _retry_busy(lambda: conn.execute("BEGIN IMMEDIATE"))
-            try:
-                row = conn.execute("SELECT owner, host, pid, expires FROM claims WHERE key = ?", (key,)).fetchone()
-                if row is not None and row[0] != self.owner and not _claim_is_stale(row, host):
-                    return False
-                conn.execute(
-                    "INSERT OR REPLACE INTO claims (key, owner, host, pid, expires) VALUES (?, ?, ?, ?, ?)",
-                    (key, self.owner, host, pid, time.time() + ttl),
-                )
-                return True
-            finally:
-                conn.execute("COMMIT")
+        try:
+            with self._lock:
+                conn = self._conn
+                _retry_busy(lambda: conn.execute("BEGIN IMMEDIATE"))
+                try:
+                    row = conn.execute("SELECT owner, host, pid, expires FROM claims WHERE key = ?", (key,)).fetchone()
+                    if row is not None and row[0] != self.owner and not _claim_is_stale(row, host):
+                        return False
+                    conn.execute(
+                        "INSERT OR REPLACE INTO claims (key, owner, host, pid, expires) VALUES (?, ?, ?, ?, ?)",
+                        (key, self.owner, host, pid, time.time() + ttl),
+                    )
+                    return True
+                finally:
+                    if conn.in_transaction:
+                        conn.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            with self._lock:
+                if self._conn.in_transaction:  # a failed COMMIT leaves the transaction open
+                    try:
+                        self._conn.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass
+            write_error = write_error_for(exc, self.path)
+            if write_error is not None:
+                raise write_error from None
+            raise
 
     def claimed_elsewhere(self, key: str) -> bool:
         """Whether another live run holds a claim on ``key``."""
@@ -230,9 +284,15 @@ class GenerationCache:
         return row is not None and row[0] != self.owner and not _claim_is_stale(row, socket.gethostname())
 
     def release(self, key: str) -> None:
-        """Drop this run's claim on ``key`` (e.g. after a failed request)."""
+        """Drop this run's claim on ``key`` (e.g. after a failed request). Never fails: on a full or
+        read-only disk the claim stays and expires (a dead run's claims are taken over)."""
         with self._lock:
-            self._conn.execute("DELETE FROM claims WHERE key = ? AND owner = ?", (key, self.owner))
+            try:
+                self._conn.execute("DELETE FROM claims WHERE key = ? AND owner = ?", (key, self.owner))
+            except sqlite3.OperationalError as exc:
+                if write_error_for(exc, self.path) is None:
+                    raise
+                logger.debug("could not release the claim on %s in %s: %s", key[:12], self.path, exc)
 
     def __contains__(self, key: str) -> bool:
         with self._lock:

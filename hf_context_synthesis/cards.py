@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -315,7 +316,7 @@ def render_dataset_card(
     card = _render(
         DatasetCard,
         card_data,
-        _read_template(template_path, "dataset_card.md"),
+        *_read_template(template_path, "dataset_card.md"),
         repo_id=repo_id,
         splits=list(splits),
         title=pretty_name or repo_id.split("/")[-1],
@@ -354,23 +355,35 @@ def render_dataset_card(
     return scrub_text(str(card))
 
 
-def _render(card_class: Any, card_data: Any, template: str, **kwargs: Any) -> Any:
+def _render(card_class: Any, card_data: Any, template: str, setting: str = "card template", **kwargs: Any) -> Any:
     """Render ``template`` like ``RepoCard.from_template`` (``card_data`` = the YAML text, the card data's
-    fields as variables) but with ``trim_blocks``/``lstrip_blocks`` so block tags leave no blank lines."""
-    import jinja2
+    fields as variables) but with ``trim_blocks``/``lstrip_blocks`` so block tags leave no blank lines.
 
-    env = jinja2.Environment(trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    The template renders in jinja2's sandbox without a loader (:mod:`hf_context_synthesis.sandbox`): an
+    unsafe construct or a syntax error raises :class:`~hf_context_synthesis.sandbox.PromptTemplateError`
+    naming ``setting`` (the template file)."""
+    from .sandbox import PromptTemplateError, compile_template, refuse_private_attributes, render_error, render_template
+
     variables = card_data.to_dict().copy()
     variables.update(kwargs)
-    content = env.from_string(template).render(card_data=card_data.to_yaml(), **variables)
+    variables["card_data"] = card_data.to_yaml()
+    compiled = compile_template(template, setting, strict=False, trim_blocks=True)
+    try:
+        content = render_template(compiled, variables, setting)
+    except PromptTemplateError:
+        raise
+    except Exception as err:  # noqa: BLE001 - a failing user template, in one line naming its file
+        raise render_error(setting, err) from None
+    refuse_private_attributes(template, setting, strict=False, trim_blocks=True)
     return card_class(content)
 
 
-def _read_template(template_path: str | None, default_name: str) -> str:
+def _read_template(template_path: str | None, default_name: str) -> tuple[str, str]:
+    """``(template text, setting name for errors)``: the file at ``template_path`` or the packaged default."""
     if template_path is not None:
         with open(template_path, encoding="utf-8") as fh:
-            return fh.read()
-    return _template(default_name)
+            return fh.read(), f"template_path {os.fspath(template_path)!r}"
+    return _template(default_name), f"card template {default_name}"
 
 
 # ---------------------------------------------------------------------------------------------- model card
@@ -456,7 +469,7 @@ def render_model_card(
     card = _render(
         ModelCard,
         card_data,
-        _read_template(template_path, "model_card.md"),
+        *_read_template(template_path, "model_card.md"),
         repo_id=repo_id,
         title=model_name,
         description=scrub_text(description) if description else None,

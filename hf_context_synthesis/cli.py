@@ -155,14 +155,14 @@ def keep_no_empty_folder(path: str | os.PathLike[str], action: Callable[[], Any]
 
 
 def run_synthesize(args: argparse.Namespace) -> int:
-    from .dry_run import check_synthesis_inputs, plan_synthesis
+    from .dry_run import check_synthesis_inputs, dry_run_synthesis
 
     config = config_from_args(args)
     hint = "--generator-model NAME_OR_PATH"
-    check_synthesis_inputs(config, step="synthesize", setting_hint=hint, output_dir=args.output)
-    if args.dry_run:
-        print(plan_synthesis(config, args.output).to_text())
+    if args.dry_run:  # every input check and the plan; all problems at once
+        print(dry_run_synthesis(config, args.output, step="synthesize", setting_hint=hint).to_text())
         return 0
+    check_synthesis_inputs(config, step="synthesize", setting_hint=hint, output_dir=args.output)
     if config.num_shards > 1:
         from .sharding import synthesize_shard
 
@@ -280,18 +280,23 @@ def _with_train_preflight(run: Callable[[argparse.Namespace], int]) -> Callable[
     """``train`` checks its base model and dataset path before loading anything."""
 
     def run_train(args: argparse.Namespace) -> int:
-        from .dry_run import check_model, check_seed_source
+        from .dry_run import SetupProblems, check_model, check_seed_source
 
+        problems = SetupProblems("train")
         for attr in ("model_name_or_path", "model"):
             model = getattr(args, attr, None)
             if isinstance(model, str) and model:
-                check_model(model, what="base model", step="train", setting_hint=f"--{attr} NAME_OR_PATH")
+                with problems.check(f"--{attr.replace('_', '-')}"):
+                    check_model(model, what="base model", step="train", setting_hint=f"--{attr} NAME_OR_PATH")
                 break
         for attr in ("dataset_name", "dataset"):
             data = getattr(args, attr, None)
             if isinstance(data, str) and data:
-                check_seed_source(data, step="train", setting_hint=f"--{attr} FOLDER_OR_ID", what="training data")
+                with problems.check(f"--{attr.replace('_', '-')}"):
+                    check_seed_source(data, step="train", setting_hint=f"--{attr} FOLDER_OR_ID", what="training data",
+                                      probe_hub=False)
                 break
+        problems.raise_if_any()
         return run(args)
 
     return run_train
@@ -301,22 +306,34 @@ def _with_evaluate_preflight(run: Callable[[argparse.Namespace], int]) -> Callab
     """``evaluate`` checks the model, tokenizer and data folder before loading anything."""
 
     def run_evaluate(args: argparse.Namespace) -> int:
-        from .dry_run import RunSetupError, check_model
+        from .dry_run import RunSetupError, SetupProblems, check_model
 
+        problems = SetupProblems("evaluate")
         data_dir = getattr(args, "data_dir", None)
         hub_id = isinstance(data_dir, str) and re.fullmatch(r"[\w.-]+/[\w.-]+(@[\w./-]+)?", data_dir)
         if isinstance(data_dir, str) and not os.path.exists(data_dir) and not hub_id:
-            raise RunSetupError(
+            problems.add("--data-dir", (
                 f"evaluate: --data-dir {data_dir!r} is not a folder of LongBench <task>.jsonl files, a data.zip "
                 "or a Hub dataset id (see the README: Seeds and LongBench data)"
-            )
+            ))
+        elif isinstance(data_dir, str) and getattr(args, "suite", "longbench") == "longbench":
+            from .longbench import probe_data
+
+            with problems.check("--data-dir"):
+                try:  # the folder / archive / Hub dataset holds the requested tasks
+                    probe_data(data_dir, getattr(args, "tasks", None))
+                except OSError as err:
+                    raise RunSetupError(f"evaluate: {err}") from None
         model = getattr(args, "model", None)
         if isinstance(model, str) and model:
-            check_model(model, what="model", step="evaluate", setting_hint="--model NAME_OR_PATH")
+            with problems.check("--model"):
+                check_model(model, what="model", step="evaluate", setting_hint="--model NAME_OR_PATH")
         tokenizer = getattr(args, "tokenizer", None)
         if isinstance(tokenizer, str) and tokenizer:
-            check_model(tokenizer, what="tokenizer", step="evaluate", setting_hint="--tokenizer NAME_OR_PATH",
-                        kind="tokenizer")
+            with problems.check("--tokenizer"):
+                check_model(tokenizer, what="tokenizer", step="evaluate", setting_hint="--tokenizer NAME_OR_PATH",
+                            kind="tokenizer")
+        problems.raise_if_any()
         return run(args)
 
     return run_evaluate
@@ -380,23 +397,82 @@ def main(argv: Sequence[str] | None = None) -> int:
     if extras:
         _unknown_arguments_error(parser, command, extras)
     configure_logging(args)
+    if command in ("train", "evaluate", "run", "demo") or getattr(args, "endpoint", "") is None:
+        _never_prompt_for_remote_code()  # these load models with transformers
     try:
         return int(args._run(args) or 0)
-    except (ValueError, TypeError) as err:
+    except Exception as err:  # clear one-line errors for the failures a user can act on
+        expected = _expected_failure(err, args)
+        if expected is None:
+            raise  # a bug: keep the traceback
         from .secrecy import redact
 
-        print(f"error: {redact(str(err))}", file=sys.stderr)
-        return 2
-    except Exception as err:  # clear one-line errors for the failures a user can act on
-        from .backends.fleet import NoHealthyEndpointError
-        from .pipeline import SynthesisError
+        message, code = expected
+        print(f"error: {redact(message)}", file=sys.stderr)
+        return code
 
-        if isinstance(err, (NoHealthyEndpointError, SynthesisError, OSError)):
-            from .secrecy import redact
 
-            print(f"error: {redact(str(err))}", file=sys.stderr)
-            return 1
-        raise
+def _never_prompt_for_remote_code() -> None:
+    """A model with custom code is refused unless ``trust_remote_code`` is set: transformers' interactive
+    "Do you wish to run the custom code? [y/N]" prompt (where a shared recipe's model could be run with
+    one keystroke) is turned off for this process, so loading fails at once with one error line."""
+    try:
+        import transformers.dynamic_module_utils as dynamic
+    except ImportError:  # pragma: no cover - transformers missing: nothing loads models
+        return
+    dynamic.TIME_OUT_REMOTE_CODE = 0
+
+
+def _expected_failure(err: Exception, args: argparse.Namespace) -> tuple[str, int] | None:
+    """``(message, exit code)`` of a failure a user can act on (2: bad settings, 1: the run could not
+    go on), or ``None`` for anything else. Library errors known to span lines (refused pickles and
+    remote code, YAML errors, full or read-only disks) become one line naming what to do."""
+    import errno
+    import pickle
+    import sqlite3
+
+    text = str(err)
+    model = next((v for v in (getattr(args, "model", None), getattr(args, "model_name_or_path", None))
+                  if isinstance(v, str) and v), None)
+    if type(err).__module__.startswith("yaml"):
+        from .values import yaml_error_message
+
+        mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+        return yaml_error_message(getattr(mark, "name", None) or "YAML input", err), 2
+    if isinstance(err, pickle.UnpicklingError):
+        detail = next((line.strip() for line in text.splitlines() if "GLOBAL" in line or "Unsupported" in line), "")
+        return (f"refused to load pickled weights{f' of {model}' if model else ''} (torch.load with "
+                f"weights_only=True{': ' + detail if detail else ''}): a .bin/.pt checkpoint can run code when it "
+                f"is loaded; use its safetensors weights (model.safetensors), or convert a copy you trust", 1)
+    if isinstance(err, ValueError) and "trust_remote_code" in text:
+        found = re.search(r"The repository (\S+) ", text)
+        repo = found.group(1) if found else model or "the model"
+        return (f"{repo} contains custom code that loading it would run; refused (trust_remote_code is off): use a "
+                f"model whose architecture transformers ships, or set trust_remote_code only for code you have read "
+                f"and trust", 1)
+    if isinstance(err, (ValueError, TypeError)):
+        return text, 2
+    if isinstance(err, sqlite3.Error):
+        from .cache import write_error_for
+
+        cache_error = write_error_for(err, None)
+        return (cache_error.strerror, 1) if cache_error is not None else None
+    if isinstance(err, OSError):
+        if type(err).__module__ != "builtins" or err.errno not in (errno.ENOSPC, errno.EROFS, errno.EACCES):
+            return text, 1
+        where = f": {err.filename}" if err.filename else ""
+        if err.errno == errno.ENOSPC:
+            hint = ("free space on the disk of the output folder, the generation cache or HF_HOME and rerun "
+                    "(finished generations are reused)")
+        else:
+            hint = "choose a writable output folder, generation_cache_dir or HF_HOME (read-only file system or no permission)"
+        return f"{err.strerror or text}{where}: {hint}", 1
+    from .backends.fleet import NoHealthyEndpointError
+    from .pipeline import SynthesisError
+
+    if isinstance(err, (NoHealthyEndpointError, SynthesisError)):
+        return text, 1
+    return None
 
 
 if __name__ == "__main__":

@@ -105,6 +105,26 @@ def _json(value: str) -> Any:
         raise argparse.ArgumentTypeError(f"expected JSON, got {value!r} ({err.msg})") from None
 
 
+def _number_or_text(value: str) -> Any:
+    """``"12"`` -> 12, ``"0.5"``/``"nan"`` -> float, anything else the text itself: for the flags of a
+    dataclass that checks its own field types, so the error names the setting (one line, no usage)."""
+    try:
+        return int(value, 10)
+    except ValueError:
+        pass
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
+def _bool_or_text(value: str | bool) -> Any:
+    try:
+        return parse_bool(value)
+    except argparse.ArgumentTypeError:
+        return value
+
+
 def _args_of(hint: Any) -> tuple[Any, ...]:
     origin = typing.get_origin(hint)
     if origin is typing.Union or origin is types.UnionType:
@@ -112,8 +132,12 @@ def _args_of(hint: Any) -> tuple[Any, ...]:
     return (hint,)
 
 
-def _argparse_kwargs(hint: Any) -> dict[str, Any]:
-    """``type``/``choices``/``nargs`` for a type hint."""
+def _argparse_kwargs(hint: Any, *, checked: bool = False) -> dict[str, Any]:
+    """``type``/``choices``/``nargs`` for a type hint.
+
+    With ``checked`` (the dataclass checks its own field types, see
+    :mod:`hf_context_synthesis.values`) numbers and booleans that do not parse are handed over as
+    text, so the dataclass's one-line error names the setting, the value and what is allowed."""
     members = _args_of(hint)
     literals = [a for a in members if typing.get_origin(a) is typing.Literal]
     if literals and len(literals) == len(members):
@@ -121,11 +145,12 @@ def _argparse_kwargs(hint: Any) -> dict[str, Any]:
         return {"choices": choices, "type": type(choices[0])}
     plain = [typing.get_origin(a) or a for a in members]
     if plain == [bool]:
-        return {"type": parse_bool, "nargs": "?", "const": True, "metavar": "{true,false}"}
+        return {"type": _bool_or_text if checked else parse_bool, "nargs": "?", "const": True,
+                "metavar": "{true,false}"}
     if plain == [int]:
-        return {"type": int}
+        return {"type": _number_or_text if checked else int}
     if plain in ([float], [float, int], [int, float]):
-        return {"type": float}
+        return {"type": _number_or_text if checked else float}
     if plain == [str]:
         return {"type": str}
     if set(plain) == {str, list} or plain == [list]:
@@ -173,12 +198,13 @@ def add_dataclass_arguments(
     """
     docs = field_docs(cls)
     hints = typing.get_type_hints(cls)
+    checked = bool(getattr(cls, "checks_field_types", False))
     skip = set(exclude)
     actions = []
     for f in dataclasses.fields(cls):
         if f.name in skip or not f.init or f.name.startswith("_"):
             continue
-        kwargs = _argparse_kwargs(hints.get(f.name, Any))
+        kwargs = _argparse_kwargs(hints.get(f.name, Any), checked=checked)
         meta_choices = (f.metadata or {}).get("choices")
         if meta_choices:
             kwargs["choices"] = list(meta_choices)

@@ -7,9 +7,11 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal
 
 from .quality import QualityConfig, resolve_quality
+from .values import Range, check_dataclass_fields, check_values
 
 DEFAULT_GENERATOR_MODEL = "HuggingFaceTB/SmolLM2-360M-Instruct"
 
@@ -31,6 +33,36 @@ RUNTIME_FIELDS = frozenset(
         "num_shards",
     }
 )
+
+#: Allowed numbers of the numeric fields (their types come from the field annotations; see
+#: :mod:`hf_context_synthesis.values`). Checked at construction, whatever the source of the values.
+FIELD_RANGES: dict[str, Range] = {
+    "chunk_words": Range(1),
+    "max_seeds": Range(1),
+    "context_words": Range(1),
+    "temperature": Range(0),
+    "top_p": Range(0, 1, minimum_exclusive=True),
+    "max_new_tokens": Range(1),
+    "random_seed": Range(0),
+    "max_generation_attempts": Range(1),
+    "num_distractors": Range(0),
+    "target_tokens": Range(1),
+    "timeout": Range(0, minimum_exclusive=True),
+    "max_concurrency": Range(1),
+    "max_retries": Range(0),
+    "batch_size": Range(1),
+    "shard_index": Range(0),
+    "num_shards": Range(1),
+}
+#: The same for ``quality`` (a :class:`~hf_context_synthesis.quality.QualityConfig` or its dict).
+QUALITY_RANGES: dict[str, Range] = {
+    "min_context_words": Range(0),
+    "short_answer_words": Range(0),
+    "answer_f1_threshold": Range(0, 1, minimum_exclusive=True),
+    "near_duplicate_threshold": Range(0, 1, minimum_exclusive=True),
+    "shingle_words": Range(1),
+    "num_perm": Range(16),
+}
 
 
 @dataclass
@@ -183,6 +215,9 @@ class SynthesisConfig:
     progress: bool = True
     shard_index: int = 0
     num_shards: int = 1
+    #: Construction checks every field's type and range (so ``--flags`` may hand raw values over and the
+    #: error names the setting; see :func:`~hf_context_synthesis.cli_args.add_dataclass_arguments`).
+    checks_field_types: ClassVar[bool] = True
 
     def __post_init__(self, token: Any = None) -> None:
         if token is not None:
@@ -193,12 +228,21 @@ class SynthesisConfig:
             )
         if isinstance(self.endpoint_token, str) and self.endpoint_token.strip().lower() in ("true", "false"):
             self.endpoint_token = self.endpoint_token.strip().lower() == "true"  # --endpoint-token true / false
+        if isinstance(self.quality, Mapping):  # typed before QualityConfig compares them
+            self.quality = check_values(QualityConfig, self.quality, QUALITY_RANGES, prefix="quality.")
         self.quality = resolve_quality(self.quality)
         self.validate()
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> None:
-        """Raise ``TypeError``/``ValueError`` with a clear message on bad settings."""
+        """Raise ``TypeError``/``ValueError`` with a clear message on bad settings.
+
+        Every field is first typed and range-checked against its annotation and :data:`FIELD_RANGES`
+        (:class:`~hf_context_synthesis.values.InvalidSettingError` names the setting, the value and
+        what is allowed; numeric strings such as YAML's ``1e9`` are converted in place)."""
+        check_dataclass_fields(self, FIELD_RANGES)
+        if isinstance(self.quality, QualityConfig):
+            check_dataclass_fields(self.quality, QUALITY_RANGES, prefix="quality.")
         if self.mode not in ("context_synthesis", "instruction_synthesis"):
             raise ValueError(f"mode must be 'context_synthesis' or 'instruction_synthesis', got {self.mode!r}")
         if self.mode == "instruction_synthesis" and self.documents is None:
@@ -225,21 +269,14 @@ class SynthesisConfig:
             raise ValueError(
                 f"relevant_position must be uniform, beginning, middle or end, got {self.relevant_position!r}"
             )
-        for name in ("context_words", "chunk_words", "max_new_tokens", "max_concurrency", "batch_size", "max_generation_attempts"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
         if self.quality and self.quality.min_context_words > min(self.max_new_tokens, self.context_words):
             raise ValueError(
                 f"quality.min_context_words={self.quality.min_context_words} exceeds context_words={self.context_words} "
                 f"or max_new_tokens={self.max_new_tokens} (a word takes at least one token): lower it, e.g. "
                 f"quality={{'min_context_words': {min(self.max_new_tokens, self.context_words) // 2}}}, or pass quality=False"
             )
-        if self.num_shards < 1 or not 0 <= self.shard_index < self.num_shards:
+        if self.shard_index >= self.num_shards:
             raise ValueError(f"need 0 <= shard_index < num_shards, got {self.shard_index} / {self.num_shards}")
-        if self.num_distractors < 0:
-            raise ValueError(f"num_distractors must be >= 0, got {self.num_distractors}")
-        if self.target_tokens is not None and self.target_tokens < 1:
-            raise ValueError(f"target_tokens must be a positive number of tokens, got {self.target_tokens}")
         if self.prompt_template is not None:
             from .prompts import INSTRUCTION_TEMPLATE_VARIABLES, SYNTHESIS_TEMPLATE_VARIABLES, validate_prompt_template
 

@@ -8,7 +8,7 @@ reply. The resulting (document, question, answer) rows train the baseline the pa
 The reference scripts do not publish the baseline's prompt; :data:`DEFAULT_INSTRUCTION_PROMPT` is our
 wording of the paper's description (one question answerable from the chunk, with its answer, in a
 fixed ``Question:`` / ``Answer:`` format). Override it with any jinja2 template that receives
-``chunk`` and ``task``.
+``chunk`` and ``task``; it is rendered in jinja2's sandbox (:mod:`hf_context_synthesis.sandbox`).
 
 :func:`parse_question_answer` is deliberately tolerant of chatty models: markers in any case, in
 markdown bold (``**Question:**``, ``**Question**:``), behind list or heading markup, ``Q:``/``A:`` at
@@ -18,7 +18,6 @@ without both markers, or with an empty question or answer, is rejected with a re
 
 from __future__ import annotations
 
-import functools
 import random
 import re
 from collections.abc import Iterable, Iterator, Sequence
@@ -28,6 +27,7 @@ from typing import Any
 import jinja2
 
 from .backends.base import GenerationBackend, GenerationRequest, run_requests
+from .sandbox import compile_template, render_template
 
 __all__ = [
     "DEFAULT_CHUNK_WORDS",
@@ -145,10 +145,9 @@ def sample_chunk(document: str, chunk_words: int = DEFAULT_CHUNK_WORDS, rng: ran
     return document[words[start].start() : words[start + chunk_words - 1].end()]
 
 
-@functools.lru_cache(maxsize=16)
 def _compile(template: str) -> jinja2.Template:
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
-    return env.from_string(template)
+    """``template`` compiled in the sandbox (:mod:`hf_context_synthesis.sandbox`; cached there)."""
+    return compile_template(template, "prompt_template")
 
 
 def render_instruction_messages(
@@ -159,7 +158,7 @@ def render_instruction_messages(
     system_prompt: str | None = DEFAULT_INSTRUCTION_SYSTEM_PROMPT,
 ) -> tuple[dict[str, str], ...]:
     """Chat messages asking the generator for one question-answer pair about ``chunk``."""
-    user = _compile(template or DEFAULT_INSTRUCTION_PROMPT).render(chunk=chunk, task=task)
+    user = render_template(_compile(template or DEFAULT_INSTRUCTION_PROMPT), {"chunk": chunk, "task": task})
     messages: list[dict[str, str]] = []
     if system_prompt:
         messages.append({"role": "system", "content": system_prompt})
@@ -235,6 +234,7 @@ def load_documents(config: Any) -> list[DocumentItem]:
     """Read ``config.documents`` and draw each document's chunk (reproducible per document)."""
     import hashlib
 
+    from .safe_paths import check_name
     from .seeds import SeedError, iter_sources
 
     items: list[DocumentItem] = []
@@ -249,6 +249,7 @@ def load_documents(config: Any) -> list[DocumentItem]:
                     f"{source}: row {index}: needs a non-empty string in one of the columns {list(_TEXT_COLUMNS)}"
                 )
             task = str(row.get("task") or default_task or "instruction_synthesis")
+            task = check_name(task, what="task", where=f"{source}: row {index}")
             seed_id = f"{task}/{index}"
             digest = hashlib.sha256(f"{config.random_seed}|{seed_id}".encode()).digest()
             chunk = sample_chunk(text, config.chunk_words, random.Random(int.from_bytes(digest[:8], "little")))

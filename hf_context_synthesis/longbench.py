@@ -62,6 +62,7 @@ __all__ = [
     "load_task",
     "middle_truncate",
     "middle_truncate_ids",
+    "probe_data",
     "resolve_data",
 ]
 
@@ -296,6 +297,55 @@ def resolve_data(source: str | os.PathLike[str] | LongBenchData) -> LongBenchDat
         f"LongBench data {text!r}: not a folder of <task>.jsonl files, a data.zip archive or a Hub dataset id "
         "(see the README: LongBench data)"
     )
+
+
+def probe_data(source: str | os.PathLike[str], tasks: list[str] | tuple[str, ...] | None = None) -> list[str]:
+    """Check, without reading any row or downloading anything, that ``source`` (a folder, a ``data.zip``
+    or a Hub dataset id, as :func:`resolve_data` takes) holds data for ``tasks`` (default: at least one
+    document-level task). Returns the tasks found (table order). Raises ``FileNotFoundError`` naming
+    the source and the missing tasks; a Hub id is looked up with ``HfApi().dataset_info`` at
+    ``HF_ENDPOINT`` (the local cache when ``HF_HUB_OFFLINE`` is set)."""
+    text = os.fspath(source)
+    wanted = list(dict.fromkeys(canonical_task(t) for t in tasks)) if tasks else []
+    path = Path(text).expanduser()
+    if path.is_file() and not zipfile.is_zipfile(path):
+        raise FileNotFoundError(f"LongBench data {text!r} is a file but not a zip archive (data.zip) that opens")
+    if path.exists():
+        try:
+            found = resolve_data(path).tasks
+        except (OSError, zipfile.BadZipFile) as err:
+            raise FileNotFoundError(f"LongBench data {text!r} cannot be read ({type(err).__name__}: {err})") from None
+        where = "archive" if path.is_file() else "folder"
+    elif re.fullmatch(r"[\w.-]+/[\w.-]+(@[\w./-]+)?", text):
+        from .dry_run import check_hub_dataset
+
+        repo_id, _, revision = text.partition("@")
+        try:
+            names = check_hub_dataset(repo_id, step="LongBench data", what="dataset", revision=revision or None)
+        except OSError as err:
+            reason = str(err).split(": ", 1)[-1]
+            raise FileNotFoundError(
+                f"LongBench data {text!r} is not a folder of LongBench <task>.jsonl files or a data.zip here "
+                f"(working directory {os.getcwd()}), nor a Hub dataset id that can be read: {reason}"
+            ) from None
+        data = _collect(LongBenchData(source=text), [(n, n) for n in names if n.endswith((".jsonl", ".parquet"))])
+        found = data.tasks
+        if not found and any(n.rsplit("/", 1)[-1] == "data.zip" for n in names):
+            return wanted or list(LONGBENCH_TASKS)  # an archive on the Hub: its members are listed once downloaded
+        where = "Hub dataset"
+    else:
+        raise FileNotFoundError(
+            f"LongBench data {text!r} is not a folder of LongBench <task>.jsonl files, a data.zip or a Hub "
+            "dataset id (see the README: Seeds and LongBench data)"
+        )
+    missing = [t for t in wanted if t not in found]
+    if missing or not found:
+        lacking = ", ".join(f"{LONGBENCH_NAMES[t]}.jsonl" for t in missing) if missing else "any task file"
+        raise FileNotFoundError(
+            f"LongBench data {text!r} ({where}) has no {lacking} (tasks found: {found or 'none'}; "
+            f"document-level tasks: {list(LONGBENCH_TASKS)})"
+        )
+    return found
 
 
 def find_task_file(data_dir: str | os.PathLike[str], task: str) -> Path:

@@ -248,6 +248,32 @@ async def run_preflight(
     return result
 
 
+def check_endpoints(config: Any, *, step: str = "synthesize") -> str:
+    """Before a run: the generation endpoint(s) of ``config`` answer, accept the credentials and name
+    the served model (:func:`run_preflight`'s endpoint checks, without prompts or tokenizer; no
+    generation request is sent). Returns the model id. Raises
+    :class:`~hf_context_synthesis.dry_run.RunSetupError`, ``step`` in front of the reason: unreachable
+    (naming the URL), credentials refused, or the served model cannot be told."""
+    from .backends import make_backend
+    from .backends.base import _run_coro
+
+    probe_config = dataclasses.replace(config, api="chat", tokenizer=None)  # no tokenizer needed to probe
+    backend = make_backend(probe_config)
+
+    async def probe() -> str:
+        try:
+            return (await run_preflight(probe_config, backend, lambda: ())).model_id
+        finally:
+            await backend.aclose()
+
+    try:
+        return _run_coro(probe())
+    except (OSError, ValueError) as err:
+        from .dry_run import RunSetupError
+
+        raise RunSetupError(f"{step}: {err}") from None
+
+
 def _context_window(info: dict[str, Any]) -> dict[str, int]:
     out = {}
     for key, aliases in (("max_input_tokens", ("max_input_tokens", "max_input_length")), ("max_total_tokens", ("max_total_tokens",))):
@@ -259,4 +285,4 @@ def _context_window(info: dict[str, Any]) -> dict[str, int]:
     return out
 
 
-__all__ += ["check_writable", "remember_model", "EndpointUnreachableError", "ModelDiscoveryError"]
+__all__ += ["check_endpoints", "check_writable", "remember_model", "EndpointUnreachableError", "ModelDiscoveryError"]

@@ -3,15 +3,29 @@
 The default reproduces the paper's prompt (arXiv 2502.15592, reference scripts): a system message
 asking for the missing context only, starting with ``Context:``, and a user message showing the
 question-answer pair with the context marked ``[MISSING]``. Users override it with a jinja2
-template that receives ``instruction``, ``answer``, ``task`` and ``context_words``.
+template that receives ``instruction``, ``answer``, ``task`` and ``context_words``; it is rendered in
+jinja2's sandbox (:mod:`hf_context_synthesis.sandbox`), so a template from a shared recipe cannot run
+code or read files. The system prompt is sent as plain text, never rendered.
 """
 
 from __future__ import annotations
 
-import functools
 import re
 
 import jinja2
+
+from .sandbox import PromptTemplateError, check_template, compile_template, render_template
+
+__all__ = [
+    "DEFAULT_PROMPT_TEMPLATE",
+    "DEFAULT_SYSTEM_PROMPT",
+    "INSTRUCTION_TEMPLATE_VARIABLES",
+    "PromptTemplateError",
+    "SYNTHESIS_TEMPLATE_VARIABLES",
+    "parse_context",
+    "render_synthesis_messages",
+    "validate_prompt_template",
+]
 
 DEFAULT_SYSTEM_PROMPT = (
     "Please infer the missing context. Always start with ``Context:'' and do not provide any explanation."
@@ -31,10 +45,9 @@ DEFAULT_PROMPT_TEMPLATE = (
 _CONTEXT_MARKER = re.compile(r"(?:\*\*|__)?\s*context\s*:\s*(?:\*\*|__)?", re.IGNORECASE)
 
 
-@functools.lru_cache(maxsize=32)
-def _compile(template: str) -> jinja2.Template:
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
-    return env.from_string(template)
+def _compile(template: str, setting: str = "prompt_template") -> jinja2.Template:
+    """``template`` compiled in the sandbox (:mod:`hf_context_synthesis.sandbox`; cached there)."""
+    return compile_template(template, setting)
 
 
 #: Variables a synthesis ``prompt_template`` receives (sample values for the dry render).
@@ -48,40 +61,14 @@ SYNTHESIS_TEMPLATE_VARIABLES = {
 INSTRUCTION_TEMPLATE_VARIABLES = {"chunk": "The mill stood by the river.", "task": "hotpotqa"}
 
 
-class PromptTemplateError(ValueError):
-    """``prompt_template`` does not compile or does not render (the message names it and the cause)."""
-
-
-def validate_prompt_template(template: str, variables: dict[str, object] | None = None, name: str = "prompt_template") -> None:
-    """Compile ``template`` and render it once with sample ``variables`` (default: the synthesis
-    prompt's), raising :class:`PromptTemplateError` naming ``name``, the line and the cause on a syntax
-    error, a variable the template uses but does not receive, or a failing render."""
-    from jinja2 import meta
-
-    variables = SYNTHESIS_TEMPLATE_VARIABLES if variables is None else variables
-    available = ", ".join(sorted(variables))
-    if not isinstance(template, str):
-        raise PromptTemplateError(f"{name} must be a jinja2 template string, got {type(template).__name__}")
-    try:
-        compiled = _compile(template)
-        undeclared = meta.find_undeclared_variables(compiled.environment.parse(template))
-    except jinja2.TemplateSyntaxError as err:
-        lines = template.splitlines()
-        where = f": {lines[err.lineno - 1].strip()!r}" if err.lineno and 0 < err.lineno <= len(lines) else ""
-        raise PromptTemplateError(
-            f"{name} is not a valid jinja2 template: {err.message} (line {err.lineno}{where})"
-        ) from None
-    unknown = sorted(set(undeclared) - set(variables))
-    if unknown:
-        raise PromptTemplateError(
-            f"{name} uses undefined variable(s) {', '.join(unknown)}; it receives {available}"
-        )
-    try:
-        compiled.render(**variables)
-    except jinja2.UndefinedError as err:
-        raise PromptTemplateError(f"{name} cannot be rendered: {err.message}; it receives {available}") from None
-    except Exception as err:  # noqa: BLE001 - any failure of the user's template, named
-        raise PromptTemplateError(f"{name} cannot be rendered: {type(err).__name__}: {err}") from None
+def validate_prompt_template(
+    template: str, variables: dict[str, object] | None = None, name: str = "prompt_template"
+) -> None:
+    """Compile ``template`` in the sandbox and render it once with sample ``variables`` (default: the
+    synthesis prompt's), raising :class:`PromptTemplateError` naming ``name``, the line and the cause on a
+    syntax error, a variable the template uses but does not receive, a failing render, or an unsafe
+    construct (private attributes such as ``__globals__``, ``{% include %}``/``{% import %}``/``{% extends %}``)."""
+    check_template(template, SYNTHESIS_TEMPLATE_VARIABLES if variables is None else variables, name)
 
 
 def render_synthesis_messages(
@@ -94,8 +81,10 @@ def render_synthesis_messages(
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
 ) -> tuple[dict[str, str], ...]:
     """Build the chat messages that ask the generator for the missing context of one seed pair."""
-    user = _compile(template or DEFAULT_PROMPT_TEMPLATE).render(
-        instruction=instruction, answer=answer, task=task, context_words=context_words
+    user = render_template(
+        _compile(template or DEFAULT_PROMPT_TEMPLATE),
+        {"instruction": instruction, "answer": answer, "task": task, "context_words": context_words},
+        "prompt_template",
     )
     messages: list[dict[str, str]] = []
     if system_prompt:

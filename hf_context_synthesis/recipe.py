@@ -99,15 +99,24 @@ def load_recipe(path: str | os.PathLike[str], overrides: list[str] | tuple[str, 
     """Read a recipe YAML; ``overrides`` are ``section.key=value`` strings (values parsed as YAML)."""
     import yaml
 
+    from .values import yaml_error_message
+
     with open(path, encoding="utf-8") as fh:
-        data = yaml.safe_load(fh) or {}
+        try:  # safe_load only: a python/object tag in a shared recipe is refused, never constructed
+            data = yaml.safe_load(fh) or {}
+        except yaml.YAMLError as err:
+            raise ValueError(yaml_error_message(str(path), err)) from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a recipe is a mapping with sections synthesis/training/evaluation/hub")
     for item in overrides:
         if "=" not in item:
             raise ValueError(f"--set expects section.key=value, got {item!r}")
         key, value = item.split("=", 1)
-        _set_dotted(data, key.strip(), yaml.safe_load(value))
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            raise ValueError(yaml_error_message(f"--set {item!r}", err, lines=False)) from None
+        _set_dotted(data, key.strip(), parsed)
     unknown = sorted(set(data) - set(SECTIONS))
     if unknown:
         from .cli_args import did_you_mean
@@ -119,6 +128,9 @@ def load_recipe(path: str | os.PathLike[str], overrides: list[str] | tuple[str, 
             raise ValueError(f"{path}: section {section!r} must be a mapping, got {type(data[section]).__name__}")
     if "output_dir" not in data:
         raise ValueError(f"{path}: output_dir is required")
+    from .values import check_str
+
+    data["output_dir"] = check_str(f"{path}: output_dir", data["output_dir"])
     return RecipeConfig(**{k: (v if v is not None else {}) for k, v in data.items()})
 
 
@@ -144,27 +156,65 @@ def synthesis_config(recipe: RecipeConfig):
     return SynthesisConfig(**values)
 
 
+#: Written into ``holdout/`` by :func:`split_holdout`: the ``<task>.jsonl`` files it wrote (only those
+#: are ever deleted by a rerun).
+HOLDOUT_MARKER = ".context_synthesis_holdout.json"
+_TRAIN_SHARD = "train-00000-of-00001.parquet"
+
+
+def _stale_holdout_files(holdout_dir: Path) -> list[Path]:
+    """The ``*.jsonl`` files of ``holdout_dir`` a previous :func:`split_holdout` wrote (listed in its
+    :data:`HOLDOUT_MARKER`); a ``.jsonl`` it did not write is refused (it would be evaluated)."""
+    from .safe_paths import refuse_links
+
+    marker = holdout_dir / HOLDOUT_MARKER
+    refuse_links(marker, what="holdout marker")
+    listed: set[str] = set()
+    if marker.is_file():
+        try:
+            listed = set(json.loads(marker.read_text(encoding="utf-8")).get("files", []))
+        except (OSError, ValueError, AttributeError):
+            listed = set()
+    stale = sorted(holdout_dir.glob("*.jsonl"))
+    for path in stale:
+        refuse_links(path, what="holdout file")
+        if path.name not in listed or not path.is_file():
+            raise FileExistsError(
+                f"{path} was not written by the recipe's holdout split (not listed in {marker}): it is left as "
+                "it is; move it away or choose another output_dir"
+            )
+    return stale
+
+
 def split_holdout(dataset_dir: Path, per_task: int, random_seed: int, train_dir: Path, holdout_dir: Path) -> int:
     """Keep ``per_task`` examples of every task out of training (chosen by ``random_seed``).
 
     Writes the training rows to ``train_dir/data/train-00000-of-00001.parquet`` and the held-out
     ones to ``holdout_dir/<task>.jsonl`` in LongBench's format (``input``, ``context``, ``answers``,
     ``length``, ``all_classes``), so ``evaluate_longbench`` scores them. Returns the held-out count.
+
+    Task names come from data: each is checked to be a plain file name that stays inside
+    ``holdout_dir``. Neither folder may be a symbolic link; a rerun deletes only the ``.jsonl`` files
+    the previous split listed in :data:`HOLDOUT_MARKER`, and refuses other ones.
     """
     import datasets
 
+    from .output import _atomic_write
+    from .safe_paths import check_name, path_inside, refuse_links
+
+    refuse_links(train_dir, train_dir / "data", train_dir / "data" / _TRAIN_SHARD, what="recipe training-data path")
+    refuse_links(holdout_dir, what="recipe holdout folder")
     ds = datasets.load_dataset("parquet", data_files=str(dataset_dir / "data" / "*.parquet"), split="train")
     rng = random.Random(random_seed)
     by_task: dict[str, list[int]] = {}
     for i, task in enumerate(ds["task"]):
+        check_name(task, what="task", where=f"{dataset_dir}: row {i}")
         by_task.setdefault(task, []).append(i)
     held: set[int] = set()
     for task in sorted(by_task):
         idx = by_task[task]
         held.update(rng.sample(idx, min(per_task, max(len(idx) - 1, 0))))
-    holdout_dir.mkdir(parents=True, exist_ok=True)
-    for stale in holdout_dir.glob("*.jsonl"):
-        stale.unlink()
+    records: dict[str, list[str]] = {}
     for i in sorted(held):
         row = ds[i]
         spans = row["context_spans"]
@@ -178,18 +228,34 @@ def split_holdout(dataset_dir: Path, per_task: int, random_seed: int, train_dir:
             "all_classes": None,
             "_id": row["seed_id"],
         }
-        with open(holdout_dir / f"{row['task']}.jsonl", "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+        records.setdefault(row["task"], []).append(json.dumps(record, ensure_ascii=False) + "\n")
+    holdout_dir.mkdir(parents=True, exist_ok=True)
+    refuse_links(holdout_dir, what="recipe holdout folder")
+    targets = {task: path_inside(holdout_dir, f"{task}.jsonl", what="holdout file") for task in records}
+    for stale in _stale_holdout_files(holdout_dir):
+        stale.unlink()
+    marker = {"files": sorted(p.name for p in targets.values())}
+    _atomic_write(str(holdout_dir / HOLDOUT_MARKER), json.dumps(marker, indent=2))  # before the files: a crash leaves them listed
+    for task, path in targets.items():
+        _atomic_write(str(path), "".join(records[task]))
     train = ds.select([i for i in range(len(ds)) if i not in held])
     (train_dir / "data").mkdir(parents=True, exist_ok=True)
-    train.to_parquet(str(train_dir / "data" / "train-00000-of-00001.parquet"))
+    refuse_links(train_dir, train_dir / "data", what="recipe training-data folder")
+    tmp = train_dir / "data" / f".{_TRAIN_SHARD}.tmp"
+    train.to_parquet(str(tmp))
+    os.replace(tmp, train_dir / "data" / _TRAIN_SHARD)
     return len(held)
 
 
 def run_synthesize(recipe: RecipeConfig, result: RecipeResult) -> None:
     from .output import synthesize_to_directory
+    from .safe_paths import refuse_links
 
-    report = synthesize_to_directory(synthesis_config(recipe), recipe.dataset_dir)
+    config = synthesis_config(recipe)
+    refuse_links(recipe.dataset_dir, what="recipe dataset folder")
+    if "generation_cache_dir" not in recipe.synthesis:  # the recipe's own generations/ (a cache the user names may be shared)
+        refuse_links(config.generation_cache_dir, what="recipe generation cache folder")
+    report = synthesize_to_directory(config, recipe.dataset_dir)
     result.dataset_dir = str(recipe.dataset_dir)
     if report.examples > 0:
         from .artifacts import write_dataset_card
@@ -241,6 +307,10 @@ def run_train(recipe: RecipeConfig, result: RecipeResult) -> None:
         logger.warning("recipe training: dataset/output are set by the recipe (output_dir/model)")
     resume = values.pop("resume_from_checkpoint", None)
     recipe = RecipeConfig(**{**vars(recipe), "training": values})
+    from .safe_paths import refuse_links
+
+    # the recipe's own model folder: never written (checkpoints rotated, files replaced) through a link
+    refuse_links(recipe.model_dir, what="recipe model folder")
     job, sft = training_job(recipe, str(_training_data(recipe)))
     sft.resume_from_checkpoint = resolve_checkpoint(recipe.model_dir, resume)
     trainer = train(job, sft)
@@ -285,6 +355,9 @@ def run_evaluate(recipe: RecipeConfig, result: RecipeResult) -> None:
     if not sources:
         logger.info("evaluation: nothing configured (evaluation.data_dir / holdout_per_task), skipped")
         return
+    from .safe_paths import refuse_links
+
+    refuse_links(recipe.eval_dir, what="recipe evaluation folder")
     model = ev.get("endpoint") or str(recipe.model_dir)
     for name, data_dir in sources:
         report = evaluate_longbench(
@@ -352,6 +425,7 @@ def validate_recipe(recipe: RecipeConfig) -> None:
 
     from .cli_args import unknown_names_message
     from .config import SynthesisConfig
+    from .values import InvalidSettingError
 
     def check(section: str, values: dict[str, Any], known: set[str] | tuple[str, ...]) -> None:
         unknown = sorted(set(values) - set(known))
@@ -368,66 +442,214 @@ def validate_recipe(recipe: RecipeConfig) -> None:
         eval_keys |= set(inspect.signature(evaluate_longbench).parameters) - {"model_or_backend", "output_dir"}
     check("evaluation", recipe.evaluation, eval_keys)
     check("hub", recipe.hub, HUB_KEYS)
-    synthesis_config(recipe)  # the settings' own validation
+    _check_recipe_value_types(recipe)
+    try:
+        synthesis_config(recipe)  # the settings' own validation (types and ranges included)
+    except InvalidSettingError as err:
+        raise err.with_prefix("recipe synthesis.") from None
 
 
-def preflight(recipe: RecipeConfig, steps: list[str] | tuple[str, ...] = STEPS) -> None:
-    """Check every id and path the chosen ``steps`` need (seed data, generator and tokenizer, base
-    model, datasets from earlier steps, LongBench data, the output folder) before anything is
-    generated or trained. Raises :class:`~hf_context_synthesis.dry_run.RunSetupError` (one line)."""
-    from .dry_run import RunSetupError, _check_writable, check_model, check_synthesis_inputs
+#: Types of the ``evaluation`` and ``hub`` keys, checked like dataclass fields (see :mod:`.values`).
+_EVALUATION_TYPES: dict[str, Any] = {
+    "data_dir": str | None, "holdout_per_task": int | None, "endpoint": str | None, "tasks": list[str] | None,
+    "tokenizer": str | None, "max_length": int | None, "limit": int | None, "batch_size": int | None,
+    "device": str | None,
+}
+_HUB_TYPES: dict[str, Any] = {
+    "dataset_repo_id": str | None, "model_repo_id": str | None, "private": bool | None, "token": str | None,
+}
+
+
+def _check_recipe_value_types(recipe: RecipeConfig) -> None:
+    """Type- and range-check the ``training``, ``evaluation`` and ``hub`` values (numeric strings such
+    as YAML's ``1e-5`` become numbers in place); an error names ``section.key``, the value and what
+    is allowed."""
+    from .values import Range, check_value, check_values
+
+    if recipe.training:
+        import trl
+
+        from .training import TrainingJobArguments
+
+        values = check_values(TrainingJobArguments, recipe.training, prefix="recipe training.")
+        values = check_values(trl.SFTConfig, values, {"learning_rate": Range(0), "num_train_epochs": Range(0)},
+                              prefix="recipe training.")
+        if "warmup_ratio" in values:
+            values["warmup_ratio"] = check_value("recipe training.warmup_ratio", float, values["warmup_ratio"],
+                                                 Range(0, 1))
+        recipe.training.update(values)
+    ranges = {"holdout_per_task": Range(0), "max_length": Range(1), "limit": Range(1), "batch_size": Range(1)}
+    for section, types, values in (("evaluation", _EVALUATION_TYPES, recipe.evaluation),
+                                   ("hub", _HUB_TYPES, recipe.hub)):
+        for key in list(values):
+            if key in types:
+                values[key] = check_value(f"recipe {section}.{key}", types[key], values[key], ranges.get(key))
+
+
+def preflight(
+    recipe: RecipeConfig, steps: list[str] | tuple[str, ...] = STEPS, *, problems: Any = None,
+    context: str = "recipe",
+) -> None:
+    """Check every input the chosen ``steps`` need before anything is generated or trained: seed data
+    (exists, readable; a Hub id exists), the generator (endpoints answer and name their model, or the
+    embedded model resolves), tokenizers, the base model, datasets from earlier steps, LongBench data
+    (the folder, archive or Hub dataset is probed for the requested tasks), Hub repo settings and a
+    token for push, and that the output folders can be written.
+
+    Every problem is collected (each naming its setting) and all are raised together as one
+    :class:`~hf_context_synthesis.dry_run.RunSetupError` (one line per problem; see
+    :class:`~hf_context_synthesis.dry_run.SetupProblems`), or recorded in ``problems`` when given.
+    Unknown keys and invalid values (:func:`validate_recipe`) are refused first, as a ``ValueError``."""
+    from .dry_run import SetupProblems, _check_writable, check_synthesis_inputs
 
     validate_recipe(recipe)
-    _check_writable(recipe.output_dir, "recipe")
+    collector = problems if problems is not None else SetupProblems(context)
+    with collector.check("output_dir"):
+        _check_writable(recipe.output_dir, "recipe")
     if "synthesize" in steps:
         check_synthesis_inputs(
             synthesis_config(recipe), step="recipe step synthesize",
             setting_hint="--set synthesis.generator_model=NAME_OR_PATH", setting_prefix="synthesis.",
+            problems=collector,
         )
+        with collector.check("output_dir"):
+            _check_writable(recipe.dataset_dir, "recipe step synthesize")
     elif any(s in steps for s in ("train", "push")) and not list(recipe.dataset_dir.glob("data/*.parquet")):
         if "train" in steps or recipe.hub.get("dataset_repo_id"):
-            raise RunSetupError(
-                f"recipe: no synthesized data in {recipe.dataset_dir} (run --steps synthesize first)"
-            )
+            collector.add("--steps", f"recipe: no synthesized data in {recipe.dataset_dir} (run --steps synthesize first)")
     if "train" in steps:
-        model = recipe.training.get("model")
-        if not model:
-            raise RunSetupError("recipe step train: training.model is required (--set training.model=NAME_OR_PATH)")
-        check_model(model, what="base model", step="recipe step train",
-                    setting_hint="--set training.model=NAME_OR_PATH")
+        _preflight_train(recipe, collector)
     if "evaluate" in steps:
-        data_dir = recipe.evaluation.get("data_dir")
-        import re
+        _preflight_evaluate(recipe, steps, collector)
+    if "push" in steps:
+        _preflight_push(recipe, collector)
+    if problems is None:
+        collector.raise_if_any()
 
-        hub_id = isinstance(data_dir, str) and re.fullmatch(r"[\w.-]+/[\w.-]+(@[\w./-]+)?", data_dir)
-        if data_dir and not Path(data_dir).exists() and not hub_id:
-            raise RunSetupError(
-                f"recipe step evaluate: evaluation.data_dir {data_dir!r} is not a folder of LongBench <task>.jsonl "
-                "files, a data.zip or a Hub dataset id (see the README: Seeds and LongBench data)"
-            )
-        if "train" not in steps and not recipe.evaluation.get("endpoint") and (data_dir or recipe.evaluation.get("holdout_per_task")):
-            if not (recipe.model_dir / "config.json").is_file():
-                raise RunSetupError(f"recipe step evaluate: no trained model in {recipe.model_dir} (run --steps train first)")
-        if recipe.evaluation.get("tokenizer"):
-            check_model(recipe.evaluation["tokenizer"], what="tokenizer", step="recipe step evaluate",
+
+def _preflight_train(recipe: RecipeConfig, problems: Any) -> None:
+    """``train``: the base model resolves, a resume checkpoint exists, the model folder can be written."""
+    from .dry_run import _check_writable, check_model
+
+    model = recipe.training.get("model")
+    if not model:
+        problems.add("training.model", "recipe step train: training.model is required "
+                                       "(--set training.model=NAME_OR_PATH)")
+    elif not isinstance(model, (str, os.PathLike)):
+        problems.add("training.model", f"expected a model folder or Hub id, got {model!r}", bad_value=True)
+    else:
+        with problems.check("training.model"):
+            check_model(os.fspath(model), what="base model", step="recipe step train",
+                        setting_hint="--set training.model=NAME_OR_PATH")
+    resume = recipe.training.get("resume_from_checkpoint")
+    if resume not in (None, False, True, "", "false", "no", "true", "last", "yes") and not Path(str(resume)).is_dir():
+        problems.add("training.resume_from_checkpoint", f"{resume!r} is not a checkpoint folder "
+                                                        "(or use true / last for the newest checkpoint-*)")
+    with problems.check("output_dir"):
+        _check_writable(recipe.model_dir, "recipe step train")
+
+
+def _preflight_evaluate(recipe: RecipeConfig, steps: list[str] | tuple[str, ...], problems: Any) -> None:
+    """``evaluate``: something to evaluate is configured, the LongBench data holds the requested tasks,
+    the model to evaluate exists (trained earlier or an endpoint), the tokenizer resolves."""
+    from .dry_run import _check_writable, check_model
+
+    ev = recipe.evaluation
+    data_dir = ev.get("data_dir")
+    holdout = ev.get("holdout_per_task") or 0
+    holdout = holdout if isinstance(holdout, int) and not isinstance(holdout, bool) and holdout > 0 else 0
+    if not data_dir and not holdout:
+        problems.add("evaluation.data_dir", (
+            "recipe step evaluate has nothing to evaluate: set evaluation.data_dir (LongBench data: a folder of "
+            "<task>.jsonl files, a data.zip or a Hub dataset id) or evaluation.holdout_per_task, or leave the "
+            "step out (--steps " + " ".join(s for s in STEPS if s in steps and s != "evaluate") + ")"
+        ))
+    tasks = ev.get("tasks")
+    if tasks is not None:
+        from .longbench import canonical_task
+
+        with problems.check("evaluation.tasks"):
+            if not isinstance(tasks, (list, tuple)) or not all(isinstance(t, str) for t in tasks):
+                raise ValueError(f"expected a list of LongBench task names, got {tasks!r}")
+            for task in tasks:
+                canonical_task(task)
+    if data_dir:
+        from .longbench import probe_data
+
+        with problems.check("evaluation.data_dir"):
+            if not isinstance(data_dir, (str, os.PathLike)):
+                raise ValueError(f"expected a folder, a data.zip or a Hub dataset id, got {data_dir!r}")
+            try:
+                probe_data(data_dir, None if problems.about("evaluation.tasks") else tasks)
+            except OSError as err:
+                from .dry_run import RunSetupError
+
+                raise RunSetupError(f"recipe step evaluate: {err}") from None
+    if holdout and "train" not in steps and not list(recipe.holdout_dir.glob("*.jsonl")):
+        problems.add("evaluation.holdout_per_task", f"recipe step evaluate: no held-out examples in {recipe.holdout_dir} "
+                                                    "(the train step writes them: run --steps train evaluate)")
+    if "train" not in steps and not ev.get("endpoint") and (data_dir or holdout):
+        if not (recipe.model_dir / "config.json").is_file():
+            problems.add("--steps", f"recipe step evaluate: no trained model in {recipe.model_dir} (run --steps train first)")
+    if ev.get("tokenizer"):
+        with problems.check("evaluation.tokenizer"):
+            check_model(ev["tokenizer"], what="tokenizer", step="recipe step evaluate",
                         setting_hint="--set evaluation.tokenizer=NAME_OR_PATH", kind="tokenizer")
-    if "push" in steps and (recipe.hub.get("dataset_repo_id") or recipe.hub.get("model_repo_id")):
+    with problems.check("output_dir"):
+        _check_writable(recipe.eval_dir, "recipe step evaluate")
+
+
+def _preflight_push(recipe: RecipeConfig, problems: Any) -> None:
+    """``push``: well-formed repo ids, a boolean ``private``, a string token, and a token at all."""
+    hub = recipe.hub
+    repos = [k for k in ("dataset_repo_id", "model_repo_id") if hub.get(k) is not None]
+    for key in repos:
+        value = hub[key]
+        with problems.check(f"hub.{key}"):
+            if not isinstance(value, str):
+                raise ValueError(f"expected a Hub repo id like you/name, got {value!r}")
+            from huggingface_hub.utils import validate_repo_id
+
+            validate_repo_id(value)
+    if hub.get("private") is not None and not isinstance(hub["private"], bool):
+        problems.add("hub.private", f"expected true or false, got {hub['private']!r}", bad_value=True)
+    if hub.get("token") is not None and not isinstance(hub["token"], str):
+        problems.add("hub.token", f"expected a string, got a {type(hub['token']).__name__}", bad_value=True)
+    if any(hub.get(k) for k in repos):
         from huggingface_hub import get_token
 
-        if not (recipe.hub.get("token") or get_token()):
-            raise RunSetupError(
-                "recipe step push: no Hub token (set HF_TOKEN, run `hf auth login`, or set hub.token); "
-                "or drop the push with --steps synthesize train evaluate"
-            )
+        if not (hub.get("token") or get_token()):
+            problems.add("hub.token", "recipe step push: no Hub token (set HF_TOKEN, run `hf auth login`, or set "
+                                      "hub.token); or drop the push with --steps synthesize train evaluate")
 
 
-def plan(recipe: RecipeConfig, steps: list[str] | tuple[str, ...] = STEPS) -> str:
-    """The ``--dry-run`` text of a recipe: the synthesis plan and what every later step would write."""
+def dry_run(recipe: RecipeConfig, steps: list[str] | tuple[str, ...] = STEPS) -> str:
+    """``run --dry-run``: every check of :func:`preflight` and, when the synthesis inputs passed, the
+    synthesis plan (every seed row read, the endpoint's context window); all problems are raised
+    together (:class:`~hf_context_synthesis.dry_run.RunSetupError`). Returns :func:`plan`'s text.
+    Sends no generation request and writes nothing."""
+    from .dry_run import SetupProblems, plan_synthesis
+
+    problems = SetupProblems("recipe --dry-run")
+    preflight(recipe, steps, problems=problems)
+    synthesis_plan = None
+    if "synthesize" in steps and not any(p.setting.startswith("synthesis.") for p in problems.problems):
+        with problems.check("synthesis"):
+            synthesis_plan = plan_synthesis(synthesis_config(recipe), recipe.dataset_dir)
+    problems.raise_if_any()
+    return plan(recipe, steps, synthesis_plan=synthesis_plan)
+
+
+def plan(recipe: RecipeConfig, steps: list[str] | tuple[str, ...] = STEPS, *, synthesis_plan: Any = None) -> str:
+    """The ``--dry-run`` text of a recipe: the synthesis plan (``synthesis_plan``, computed here when not
+    given) and what every later step would write."""
     from .dry_run import plan_synthesis
 
     lines = [f"recipe {recipe.output_dir}: steps {', '.join(s for s in STEPS if s in steps)}"]
     if "synthesize" in steps:
-        lines.append(plan_synthesis(synthesis_config(recipe), recipe.dataset_dir).to_text())
+        if synthesis_plan is None:
+            synthesis_plan = plan_synthesis(synthesis_config(recipe), recipe.dataset_dir)
+        lines.append(synthesis_plan.to_text())
     out = Path(recipe.output_dir)
     holdout = int(recipe.evaluation.get("holdout_per_task") or 0)
     if "train" in steps:
@@ -523,8 +745,7 @@ def run_cli(args: argparse.Namespace) -> int:
         overrides.append("training.resume_from_checkpoint=last")
     recipe = load_recipe(args.recipe, overrides)
     if getattr(args, "dry_run", False):
-        preflight(recipe, args.steps)
-        print(plan(recipe, args.steps))
+        print(dry_run(recipe, args.steps))
         return 0
     result = run_recipe(recipe, args.steps)
     print(f"outputs in {recipe.output_dir}")

@@ -9,6 +9,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from .safe_paths import UnsafeNameError, check_name
+
 logger = logging.getLogger(__name__)
 
 SEED_FILE_EXTENSIONS = (".jsonl", ".json", ".parquet", ".csv")
@@ -26,6 +28,11 @@ class SeedExample:
 
 class SeedError(ValueError):
     """A seed row or source is unusable; the message names the source, row and field."""
+
+
+class UnsafeSeedNameError(SeedError, UnsafeNameError):
+    """A seed's task name would not be a plain file name (path separators, ``..``, control
+    characters, empty); the message names the source, row and value."""
 
 
 @dataclass
@@ -123,6 +130,19 @@ def map_row(row: dict[str, Any], layout: str, columns: dict[str, str] | None) ->
 
 
 # ---------------------------------------------------------------------------- readers
+class _LineRow(dict):
+    """A row read from a text file, with the line number it came from (for error messages)."""
+
+    line: int = 0
+
+
+def _at_line(value: Any, line: int) -> Any:
+    if isinstance(value, dict):
+        value = _LineRow(value)
+        value.line = line
+    return value
+
+
 @dataclass(frozen=True)
 class _BadRow:
     """A row that could not be read (bad bytes, bad JSON): rejected or raised by ``on_bad_row``."""
@@ -149,7 +169,7 @@ def _iter_file(path: str) -> Iterator[dict[str, Any] | _BadRow]:
                 if not line.strip():
                     continue
                 try:
-                    yield json.loads(line)
+                    yield _at_line(json.loads(line), lineno)
                 except json.JSONDecodeError as err:
                     yield _BadRow("not valid JSON", f"{path}: line {lineno} is not valid JSON ({err.msg})")
     elif ext == ".json":
@@ -180,7 +200,7 @@ def _iter_file(path: str) -> Iterator[dict[str, Any] | _BadRow]:
                 if bad is not None:
                     yield _BadRow("not valid UTF-8", f"{path}: line {reader.line_num} is not valid UTF-8; re-encode the file as UTF-8")
                 else:
-                    yield row
+                    yield _at_line(row, reader.line_num)
     else:
         raise SeedError(f"{path}: unsupported seed file type {ext!r} (use {', '.join(SEED_FILE_EXTENSIONS)})")
 
@@ -263,6 +283,27 @@ def _problem(value: Any) -> str | None:
     return None
 
 
+def _where(source: str, row: Any, index: int) -> str:
+    """``"<file>: line N"`` for a row of a text file, else ``"<source>: row I"`` (0-based)."""
+    return f"{source}: line {row.line}" if isinstance(row, _LineRow) else f"{source}: row {index}"
+
+
+def _task_name(value: Any, default_task: str | None, where: str) -> str:
+    """The row's task (its own ``task`` value, else the source's), checked to be a safe file name.
+
+    The task becomes part of file names (the recipe's ``holdout/<task>.jsonl``) and a Hub seed
+    dataset controls that column, so an unsafe name stops the load (also with ``on_bad_row="skip"``:
+    it is not a damaged row to drop quietly but data that must not reach the file system).
+    """
+    try:
+        if value is None:
+            return check_name(default_task or "default", what="task (from the file name or the task setting)",
+                              where=where)
+        return check_name(value if isinstance(value, str) else str(value), what="task", where=where)
+    except UnsafeNameError as err:
+        raise UnsafeSeedNameError(f"{err}; unsafe task names are refused, also with on_bad_row='skip'") from None
+
+
 def load_seeds(config: Any) -> SeedLoadResult:
     """Read and validate the seed rows of ``config`` (a :class:`~hf_context_synthesis.SynthesisConfig`).
 
@@ -293,7 +334,7 @@ def load_seeds(config: Any) -> SeedLoadResult:
                 if missing:
                     raise SeedError(f"{source}: row {index} has no column {missing[0]!r} named in columns=")
             instruction, answer, task = map_row(row, layout or "", config.columns)
-            task = str(task) if task not in (None, "") else (default_task or "default")
+            task = _task_name(task, default_task, _where(source, row, index))
             for field_name, value in (("instruction", instruction), ("answer", answer)):
                 problem = _problem(value)
                 if problem:

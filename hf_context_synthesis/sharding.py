@@ -22,6 +22,7 @@ from .backends.base import GenerationBackend, GenerationRequest, GenerationResul
 from .cache import GenerationCache
 from .config import SynthesisConfig
 from .report import SynthesisReport
+from .safe_paths import refuse_links
 from .seeds import SeedExample
 
 logger = logging.getLogger(__name__)
@@ -114,6 +115,7 @@ def write_shard_files(
         "backend": config.backend_kind,
     }
     os.makedirs(folder, exist_ok=True)
+    refuse_links(os.path.join(folder, SHARD_INFO_FILE), os.path.join(folder, SHARD_REPORT_FILE), what="shard file")
     _atomic_write(os.path.join(folder, SHARD_INFO_FILE), redact(json.dumps(info, indent=2, sort_keys=True)))
     _atomic_write(os.path.join(folder, SHARD_REPORT_FILE), redact(report.to_json()))
 
@@ -136,6 +138,8 @@ def export_cache(cache_path: str, target: str) -> int:
     SQLite's online backup (consistent even while a writer is open, WAL included); return its rows."""
     os.makedirs(os.path.dirname(os.path.abspath(target)) or ".", exist_ok=True)
     tmp = target + ".partial"
+    # SQLite opens through links: the published copy and its temporary file must be real files
+    refuse_links(target, tmp, tmp + "-journal", what="shard cache file")
     src = sqlite3.connect(cache_path)
     try:
         dst = sqlite3.connect(tmp)
@@ -228,6 +232,7 @@ def merge_caches(shard_caches: Sequence[str], target: str) -> tuple[int, str]:
     """
     from pathlib import Path
 
+    refuse_links(target, target + "-wal", target + "-shm", what="merged cache file")
     merged = GenerationCache(target)
     merged.close()
     models: set[str] = set()
@@ -285,6 +290,9 @@ def merge_shards(
     if missing:
         logger.error("Shards missing from the merge: %s (their seeds fail as missing_from_shard_caches)",
                      ", ".join(map(str, missing)))
+    from .output import check_output_folder
+
+    check_output_folder(output_dir, kwargs.get("split", "train"))  # links / foreign shards: refused before any write
     os.makedirs(output_dir, exist_ok=True)
     target = os.path.join(output_dir, "generations.sqlite")
     rows, model_id = merge_caches(shard_caches, target)

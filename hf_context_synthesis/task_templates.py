@@ -3,7 +3,8 @@
 The eight LongBench document-level tasks use LongBench's own prompts (as the paper does, so
 training prompts match evaluation prompts; the ``asconcisely`` typo is LongBench's and is kept).
 Other tasks use :data:`GENERIC_TEMPLATE`. Templates are ``str.format`` strings with ``{context}``
-and optionally ``{input}``.
+(once) and optionally ``{input}``; user templates may use nothing else (no ``{context.attr}`` or
+``{input[0]}``: see :func:`validate_template`), and they are filled by plain substitution, not ``str.format``.
 
 **Summarization quirk.** LongBench's govreport and multinews prompts have no ``{input}``: with 10
 documents the target summary is ambiguous, since nothing says which document to summarize. The
@@ -14,6 +15,10 @@ reproduce the paper's prompts byte for byte.
 """
 
 from __future__ import annotations
+
+import functools
+
+from .sandbox import format_fields
 
 LONGBENCH_TEMPLATES: dict[str, str] = {
     "narrativeqa": (
@@ -82,17 +87,21 @@ def template_for(task: str, user_templates: dict[str, str] | None = None) -> str
     return LONGBENCH_TEMPLATES.get(task, GENERIC_TEMPLATE)
 
 
+#: The fields a task template may use.
+TEMPLATE_FIELDS = ("context", "input")
+
+
 def validate_template(template: str, name: str = "template") -> None:
-    """Raise ``ValueError`` unless ``template`` has ``{context}`` and formats with context/input."""
-    if "{context}" not in template:
-        raise ValueError(f"Task {name!r}: a task prompt template must contain '{{context}}'; got {template[:80]!r}")
-    try:
-        template.format(context="", input="")
-    except (KeyError, IndexError, ValueError) as err:
-        raise ValueError(
-            f"Task {name!r}: template must be a str.format string with only {{context}} and {{input}} fields "
-            f"(escape other braces as '{{{{' and '}}}}'): {err}"
-        ) from None
+    """Raise :class:`~hf_context_synthesis.sandbox.PromptTemplateError` (a ``ValueError``) unless
+    ``template`` is a ``str.format`` string with ``{context}`` exactly once, optionally ``{input}``, and no
+    other field: attribute or index access (``{context.__class__}``), positional fields, conversions and
+    format specs are refused. The template is never passed to ``str.format``."""
+    _pieces(template, f"task_templates[{name!r}]")
+
+
+@functools.lru_cache(maxsize=64)
+def _pieces(template: str, setting: str = "task template") -> tuple[tuple[str, str | None], ...]:
+    return tuple(format_fields(template, TEMPLATE_FIELDS, setting, required=("context",)))
 
 
 def render_task_prompt(
@@ -100,24 +109,28 @@ def render_task_prompt(
 ) -> tuple[str, list[list[int]]]:
     """Fill ``template`` and return ``(prompt, spans)``.
 
-    ``spans[i] = [start, end)`` locates ``documents[i]`` inside ``prompt`` (character offsets).
+    ``spans[i] = [start, end)`` locates ``documents[i]`` inside ``prompt`` (character offsets). The
+    template is parsed (see :func:`validate_template`) and filled by plain substitution, so braces in the
+    documents and the instruction are kept as they are.
     """
-    sentinel = "\x00CONTEXT\x00"
-    if "{input}" not in template and expose_instruction:
-        template = template + EXPOSED_INSTRUCTION
-    filled = template.replace("{context}", sentinel)
-    # format the remaining fields without touching the documents (they may contain braces)
-    filled = filled.replace("{input}", "\x00INPUT\x00").replace("{{", "{").replace("}}", "}")
-    filled = filled.replace("\x00INPUT\x00", instruction)
-    head, _, tail = filled.partition(sentinel)
+    pieces = _pieces(template)
+    if expose_instruction and not any(field == "input" for _, field in pieces):
+        pieces = pieces + _pieces("{context}" + EXPOSED_INSTRUCTION)[1:]
+    out: list[str] = []
+    pos = 0
     spans: list[list[int]] = []
-    pos = len(head)
-    parts: list[str] = []
-    for i, doc in enumerate(documents):
-        if i:
-            parts.append(separator)
-            pos += len(separator)
-        spans.append([pos, pos + len(doc)])
-        parts.append(doc)
-        pos += len(doc)
-    return head + "".join(parts) + tail, spans
+    for literal, field in pieces:
+        out.append(literal)
+        pos += len(literal)
+        if field == "input":
+            out.append(instruction)
+            pos += len(instruction)
+        elif field == "context":
+            for i, doc in enumerate(documents):
+                if i:
+                    out.append(separator)
+                    pos += len(separator)
+                spans.append([pos, pos + len(doc)])
+                out.append(doc)
+                pos += len(doc)
+    return "".join(out), spans

@@ -142,6 +142,11 @@ class TrainingJobArguments:
     )
 
     def __post_init__(self) -> None:
+        from .values import Range, check_dataclass_fields
+
+        # typed and range-checked first: an error names the field, the value and what is allowed
+        check_dataclass_fields(self, {"max_example_length": Range(1), "probe_every_steps": Range(0),
+                                      "probe_examples": Range(0), "probe_max_new_tokens": Range(1)})
         if self.loss_weighting not in ("token", "example"):
             raise ValueError(f"loss_weighting must be 'token' or 'example', got {self.loss_weighting!r}")
         if self.row_order not in ("shuffle", "balanced"):
@@ -667,6 +672,10 @@ def train(job: TrainingJobArguments, sft_config: trl.SFTConfig | None = None) ->
     if sft_config.output_dir != job.output:
         logger.info("output_dir %s replaced by the job's output %s", sft_config.output_dir, job.output)
         sft_config.output_dir = job.output
+    from .safe_paths import refuse_links_below
+
+    # the Trainer replaces files and deletes old checkpoint-* folders in the output: never through a link
+    refuse_links_below(job.output, what="training output folder")
     tokenizer = AutoTokenizer.from_pretrained(job.model, trust_remote_code=sft_config.trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -109,7 +109,8 @@ def test_unknown_recipe_setting_gets_a_suggestion_before_any_file(tmp_path, caps
     assert not out.exists()
 
 
-def test_model_that_cannot_be_downloaded_is_one_error_line_and_no_folder(tmp_path, capfd, monkeypatch, seed_folder):
+def test_model_that_cannot_be_downloaded_is_one_error_line_per_problem_and_no_folder(tmp_path, capfd, monkeypatch,
+                                                                                      seed_folder):
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
@@ -122,11 +123,14 @@ def test_model_that_cannot_be_downloaded_is_one_error_line_and_no_folder(tmp_pat
     }))
     assert main(["run", str(recipe)]) == 1
     err = capfd.readouterr().err.strip().splitlines()
-    assert len(err) == 1, err
-    line = err[0]
+    # every problem of the run at once, one line each: the generator, the base model, nothing to evaluate
+    assert err[0] == "error: recipe found 3 problems:" and len(err) == 4, err
+    line = next(e for e in err if e.startswith("  - synthesis.generator_model: "))
     for needle in ("no-such-org/no-such-model", "synthesize", "HF_HUB_OFFLINE", "local folder",
                    "--set synthesis.generator_model="):
         assert needle in line, needle
+    assert any(e.startswith("  - training.model: ") and "no-such-org/no-such-model" in e for e in err)
+    assert any(e.startswith("  - evaluation.data_dir: ") for e in err)
     assert not out.exists()
 
 

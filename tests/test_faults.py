@@ -184,7 +184,7 @@ def test_unreachable_endpoint_stops_at_once_naming_the_url(fault_seeds, tmp_path
                "--generation-cache-dir", str(tmp_path / "gen"), "--progress", "false"])
     err = capsys.readouterr().err.strip().splitlines()
     assert time.perf_counter() - t0 < 30
-    assert rc == 1 and err[-1].startswith("error: cannot reach the generation endpoint " + url)
+    assert rc == 1 and err[-1].startswith("error: --endpoint: synthesize: cannot reach the generation endpoint " + url)
 
 
 def test_one_endpoint_is_a_fleet_of_one_whose_breaker_ends_a_dead_run(fault_seeds, tmp_path):

@@ -233,9 +233,22 @@ def test_preflight_checks_the_longbench_data_path(tmp_path):
 
     with pytest.raises(RunSetupError, match="not a folder of LongBench"):
         preflight(recipe(str(tmp_path / "missing")), ["evaluate"])
-    (tmp_path / "data.zip").write_bytes(b"PK")
+    (tmp_path / "bad.zip").write_bytes(b"PK")  # the archive is probed: one that does not open is refused
+    with pytest.raises(RunSetupError, match="not a zip archive"):
+        preflight(recipe(str(tmp_path / "bad.zip")), ["evaluate"])
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "data.zip", "w") as zf:
+        zf.writestr("data/hotpotqa.jsonl", '{"input": "q", "context": "c", "answers": ["a"]}\n')
     preflight(recipe(str(tmp_path / "data.zip")), ["evaluate"])  # a data.zip is accepted
-    preflight(recipe("THUDM/LongBench"), ["evaluate"])  # so is a Hub dataset id
+    with FakeHubServer() as hub, hub_endpoint(hub.url):  # so is a Hub dataset id the Hub has
+        from huggingface_hub import HfApi
+
+        api = HfApi(endpoint=hub.url, token="hf_test")
+        api.create_repo("THUDM/LongBench", repo_type="dataset")
+        api.upload_file(path_or_fileobj=b"{}\n", path_in_repo="data/hotpotqa.jsonl", repo_id="THUDM/LongBench",
+                        repo_type="dataset")
+        preflight(recipe("THUDM/LongBench"), ["evaluate"])
     assert not (tmp_path / "run").exists()
 
 

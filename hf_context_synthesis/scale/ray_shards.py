@@ -80,6 +80,13 @@ def _run_shard(
 
     fs, root = fsspec.core.url_to_fs(output, **storage_options)
     shard_dir = _join(root, "shards", f"shard-{index:05d}")
+    local_fs = "file" in ((fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol))
+    if local_fs:  # a shard is published into the output's own folders, never through a link
+        from ..safe_paths import refuse_links
+
+        refuse_links(_join(root, "shards"), shard_dir, _join(shard_dir, "attempts"),
+                     *(_join(shard_dir, n) for name in PUBLISHED_FILES for n in (name, f".{name}.partial")),
+                     what="shard path")
     host, pid = socket.gethostname(), os.getpid()
     # one marker per attempt: which node and process ran it (a retried shard has several)
     fs.makedirs(_join(shard_dir, "attempts"), exist_ok=True)
