@@ -1,6 +1,6 @@
 """Synthesis at scale under faults: 5,000 seeds, 10% 503s, 2% timeouts, 1% resets and a 20 s outage.
 
-Two runs of the full pipeline (:func:`~hf_context_synthesis.pipeline.synthesize_rows`: seeds ->
+Two runs of the full pipeline (:func:`~hf_context_synthesis.synthesis.pipeline.synthesize_rows`: seeds ->
 TGIBackend -> quality filters -> SQLite cache -> near-duplicate post-pass -> composition) against a
 :class:`~hf_context_synthesis.testing.fake_tgi.FakeTGIServer` running in a separate process, with
 the same server settings (capacity, latency, response length, seed) and fresh caches:
@@ -118,9 +118,9 @@ def write_seeds(source: Path, n: int, out: Path) -> list[str]:
 def run_once(args: argparse.Namespace, seeds_dir: Path, work: Path, name: str, faults: dict[str, float],
              outage_at: float | None) -> dict[str, Any]:
     from hf_context_synthesis.backends.tgi import TGIBackend, TGIBackendConfig
-    from hf_context_synthesis.cache import GenerationCache
-    from hf_context_synthesis.config import SynthesisConfig
-    from hf_context_synthesis.pipeline import synthesize_rows
+    from hf_context_synthesis.synthesis.cache import GenerationCache
+    from hf_context_synthesis.synthesis.config import SynthesisConfig
+    from hf_context_synthesis.synthesis.pipeline import synthesize_rows
 
     server = ServerProcess(latency=args.latency, capacity=args.capacity, response_words=args.response_words,
                            faults=faults, retry_after=args.retry_after, hang_seconds=args.hang, seed=0)

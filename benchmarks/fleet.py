@@ -81,7 +81,7 @@ def make_requests(n: int, offset: int = 0) -> list[GenerationRequest]:
 
 
 def make_seeds(n: int, offset: int) -> list[Any]:
-    from hf_context_synthesis.seeds import SeedExample
+    from hf_context_synthesis.synthesis.seeds import SeedExample
 
     return [SeedExample(task="bench", instruction=pair(i)[0], answer=pair(i)[1], seed_id=f"bench/{i}")
             for i in range(offset, offset + n)]
@@ -127,9 +127,9 @@ async def timed_stream(backend: GenerationBackend, requests: list[GenerationRequ
 
 async def timed_synthesis(backend: GenerationBackend, n: int, offset: int) -> tuple[float, int, int]:
     """Full generation phase: (elapsed s, contexts accepted, requests made)."""
-    from hf_context_synthesis.cache import GenerationCache
-    from hf_context_synthesis.config import SynthesisConfig
-    from hf_context_synthesis.synthesis import ContextSynthesizer
+    from hf_context_synthesis.synthesis.cache import GenerationCache
+    from hf_context_synthesis.synthesis.config import SynthesisConfig
+    from hf_context_synthesis.synthesis.generation import ContextSynthesizer
 
     with tempfile.TemporaryDirectory() as cache_dir:
         config = SynthesisConfig(progress=False, generation_cache_dir=cache_dir)

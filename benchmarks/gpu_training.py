@@ -8,8 +8,8 @@ nothing is downloaded. Example lengths follow the paper's distribution, simulate
 examples, the same number of optimizer steps' worth of tokens, forward + backward + AdamW, bf16,
 activation checkpointing:
 
-* ``ours``: :func:`~hf_context_synthesis.packing.pack_bfd` rows of ``max_length`` tokens,
-  :class:`~hf_context_synthesis.packing.PackedDataCollator` (``position_ids`` + ``cu_seq_lens`` flash
+* ``ours``: :func:`~hf_context_synthesis.training.packing.pack_bfd` rows of ``max_length`` tokens,
+  :class:`~hf_context_synthesis.training.packing.PackedDataCollator` (``position_ids`` + ``cu_seq_lens`` flash
   kwargs), flash-attention varlen (``flash_attention_2`` when installed, else sdpa);
 * ``balanced``: examples <= ``max_length`` packed into micro-batches of ``2 * max_length`` tokens (the
   balanced mode's larger row budget; its cross-rank step balance is shown for 8 ranks in
@@ -100,7 +100,7 @@ def method_batches(ds: Any, lengths: np.ndarray, args: argparse.Namespace, pad_i
     from trl.data_utils import pack_dataset
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-    from hf_context_synthesis.packing import PackedDataCollator, pack_tokenized_dataset
+    from hf_context_synthesis.training.packing import PackedDataCollator, pack_tokenized_dataset
 
     L = args.max_length
     ours = PackedDataCollator(pad_token_id=pad_id, return_flash_kwargs=True)

@@ -1,4 +1,4 @@
-"""Packing: our BFD path (``hf_context_synthesis.packing``) vs TRL's ``pack_dataset(strategy="bfd")`` vs padding.
+"""Packing: our BFD path (``hf_context_synthesis.training.packing``) vs TRL's ``pack_dataset(strategy="bfd")`` vs padding.
 
 Everything is measured side by side in one run:
 
@@ -92,8 +92,8 @@ def simulate_lengths(
     seeds: list[tuple[str, str, str]], tokenizer: Any, args: argparse.Namespace, rng: np.random.Generator
 ) -> dict[str, np.ndarray]:
     """Token lengths of the composed examples and the answer tokens of each (see the module docstring)."""
-    from hf_context_synthesis.packing import IGNORE_INDEX, tokenize_messages
-    from hf_context_synthesis.task_templates import render_task_prompt, template_for
+    from hf_context_synthesis.training.packing import IGNORE_INDEX, tokenize_messages
+    from hf_context_synthesis.synthesis.task_templates import render_task_prompt, template_for
 
     base = np.empty(len(seeds), dtype=np.int64)
     answer = np.empty(len(seeds), dtype=np.int64)
@@ -119,7 +119,7 @@ def build_tokenized(lengths: np.ndarray, answer: np.ndarray, vocab: int, rng: np
     import datasets
     import pyarrow as pa
 
-    from hf_context_synthesis.packing import IGNORE_INDEX, position_ids_for
+    from hf_context_synthesis.training.packing import IGNORE_INDEX, position_ids_for
 
     lengths = np.asarray(lengths, dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
@@ -199,7 +199,7 @@ def bench_max_length(
     from trl.data_utils import pack_dataset
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-    from hf_context_synthesis.packing import (
+    from hf_context_synthesis.training.packing import (
         PackedDataCollator,
         PackingConfig,
         get_packing_stats,
@@ -329,7 +329,7 @@ def bench_training(args: argparse.Namespace) -> dict[str, Any]:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from hf_context_synthesis.packing import PackedDataCollator, pack_tokenized_dataset
+    from hf_context_synthesis.training.packing import PackedDataCollator, pack_tokenized_dataset
     from hf_context_synthesis.testing.tiny_model import make_tiny_llama
 
     rng = np.random.default_rng(args.seed)
@@ -370,7 +370,7 @@ def bench_training(args: argparse.Namespace) -> dict[str, Any]:
             out.append({"input_ids": ids, "labels": lab, "attention_mask": mask, "use_cache": False})
         return out
 
-    from hf_context_synthesis.attention import register_packed_sdpa
+    from hf_context_synthesis.training.attention import register_packed_sdpa
 
     register_packed_sdpa()
     methods = {"packed": packed_batches, "packed_psdpa": packed_batches}
@@ -436,7 +436,7 @@ def print_training(r: dict[str, Any], args: argparse.Namespace) -> None:
 def bench_balance(sim: dict[str, np.ndarray], args: argparse.Namespace, vocab: int) -> list[dict[str, Any]]:
     """Attention-cost balance across ``--ranks`` data-parallel ranks (one row per rank per step).
 
-    Row cost = ``Σlen + Σlen²/attention_length`` (:mod:`hf_context_synthesis.balancing`); the balance
+    Row cost = ``Σlen + Σlen²/attention_length`` (:mod:`hf_context_synthesis.training.balancing`); the balance
     ratio is ``Σ_steps mean_r(cost) / Σ_steps max_r(cost)``, the useful share of compute when the
     slowest rank sets each step. Orders compared: ours today (BFD rows in seeded random order, what the
     Trainer's random sampler also gives), the balanced mode (:func:`arrange_rows`,
@@ -446,8 +446,8 @@ def bench_balance(sim: dict[str, np.ndarray], args: argparse.Namespace, vocab: i
     """
     from trl.data_utils import pack_dataset
 
-    from hf_context_synthesis.balancing import balance_ratio, row_costs
-    from hf_context_synthesis.packing import _seq_lengths_of, arrange_rows, pack_tokenized_dataset
+    from hf_context_synthesis.training.balancing import balance_ratio, row_costs
+    from hf_context_synthesis.training.packing import _seq_lengths_of, arrange_rows, pack_tokenized_dataset
 
     rng = np.random.default_rng(args.seed)
     cap = args.balance_max_length

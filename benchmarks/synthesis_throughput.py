@@ -95,7 +95,7 @@ async def run_sequential(backend: TGIBackend, requests: list[GenerationRequest])
 
 
 def make_seeds(n: int, offset: int = 0) -> list[Any]:
-    from hf_context_synthesis.seeds import SeedExample
+    from hf_context_synthesis.synthesis.seeds import SeedExample
 
     seeds = []
     for request in make_requests(n, offset):
@@ -108,9 +108,9 @@ def make_seeds(n: int, offset: int = 0) -> list[Any]:
 
 async def run_synthesis(backend: TGIBackend, seeds: list[Any], cache_dir: str) -> tuple[float, int, int, float]:
     """Full generation phase; return (elapsed s, contexts accepted, requests made, client CPU s)."""
-    from hf_context_synthesis.cache import GenerationCache
-    from hf_context_synthesis.config import SynthesisConfig
-    from hf_context_synthesis.synthesis import ContextSynthesizer
+    from hf_context_synthesis.synthesis.cache import GenerationCache
+    from hf_context_synthesis.synthesis.config import SynthesisConfig
+    from hf_context_synthesis.synthesis.generation import ContextSynthesizer
 
     config = SynthesisConfig(progress=False, generation_cache_dir=cache_dir, max_concurrency=backend.max_concurrency)
     with GenerationCache(os.path.join(cache_dir, "generations.sqlite")) as cache:

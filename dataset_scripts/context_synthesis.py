@@ -25,9 +25,9 @@ from typing import Any
 
 import datasets
 
-from hf_context_synthesis.config import SynthesisConfig
-from hf_context_synthesis.schema import ROW_FEATURES
-from hf_context_synthesis.secrecy import redact
+from hf_context_synthesis.synthesis.config import SynthesisConfig
+from hf_context_synthesis.synthesis.schema import ROW_FEATURES
+from hf_context_synthesis.utils.secrecy import redact
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def _to_synthesis_config(self: datasets.BuilderConfig) -> SynthesisConfig:
     config = SynthesisConfig(**{name: getattr(self, name) for name in _SYNTHESIS_FIELDS})
     # With an endpoint and no generator_model, the served model's id (asked once, from /info or
     # /v1/models) stands in for it: the cache id depends on the model, never on the endpoint URL.
-    from hf_context_synthesis.preflight import resolve_generator_model
+    from hf_context_synthesis.synthesis.preflight import resolve_generator_model
 
     return resolve_generator_model(config)
 
@@ -98,7 +98,7 @@ class ContextSynthesis(datasets.GeneratorBasedBuilder):
     def _split_generators(self, dl_manager: Any) -> list[datasets.SplitGenerator]:
         # The generation phase runs here rather than in _generate_examples so that configuration and
         # endpoint errors reach the user as they are, not wrapped in a DatasetGenerationError.
-        from hf_context_synthesis.pipeline import synthesize_rows
+        from hf_context_synthesis.synthesis.pipeline import synthesize_rows
 
         config = self.config.to_synthesis_config()
         if self.token and config.endpoints and config.endpoint_token is None:

@@ -43,7 +43,7 @@ context-synthesis synthesize \
 mkdir -p "$OUT"
 rm -rf "$OUT/.shard-$SHARD.partial"
 mkdir -p "$OUT/.shard-$SHARD.partial"
-"$PYTHON" -c 'import sys; from hf_context_synthesis.sharding import export_cache; export_cache(*sys.argv[1:])' \
+"$PYTHON" -c 'import sys; from hf_context_synthesis.scale import export_cache; export_cache(*sys.argv[1:])' \
   "$LOCAL/generations.sqlite" "$OUT/.shard-$SHARD.partial/generations.sqlite"
 cp "$LOCAL/shard.json" "$LOCAL/shard_report.json" "$OUT/.shard-$SHARD.partial/"
 rm -rf "$OUT/shard-$SHARD"

@@ -16,7 +16,6 @@ wrote, so steps can be re-run one at a time; synthesis resumes from its generati
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -48,7 +47,7 @@ class RecipeConfig:
             ``model/`` (the tuned model), ``eval/`` (results, predictions), ``holdout/`` (held-out
             examples in LongBench format), ``generations/`` (the generation cache, unless
             ``synthesis.generation_cache_dir`` is set).
-        synthesis: :class:`~hf_context_synthesis.config.SynthesisConfig` fields.
+        synthesis: :class:`~hf_context_synthesis.synthesis.config.SynthesisConfig` fields.
         training: ``TrainingJobArguments`` fields (``model``, ``max_length``, ``loss_weighting``, ...) and
             ``trl.SFTConfig`` fields (``learning_rate``, ``num_train_epochs``, ...) in one mapping.
         evaluation: ``data_dir`` (LongBench-format ``<task>.jsonl`` files) for the LongBench evaluation;
@@ -99,7 +98,7 @@ def load_recipe(path: str | os.PathLike[str], overrides: list[str] | tuple[str, 
     """Read a recipe YAML; ``overrides`` are ``section.key=value`` strings (values parsed as YAML)."""
     import yaml
 
-    from .values import yaml_error_message
+    from .utils.values import yaml_error_message
 
     with open(path, encoding="utf-8") as fh:
         try:  # safe_load only: a python/object tag in a shared recipe is refused, never constructed
@@ -119,7 +118,7 @@ def load_recipe(path: str | os.PathLike[str], overrides: list[str] | tuple[str, 
         _set_dotted(data, key.strip(), parsed)
     unknown = sorted(set(data) - set(SECTIONS))
     if unknown:
-        from .cli_args import did_you_mean
+        from .utils.fields import did_you_mean
 
         named = ", ".join(f"{k!r}{did_you_mean(k, SECTIONS)}" for k in unknown)
         raise ValueError(f"{path}: unknown recipe sections {named}; sections are {list(SECTIONS)}")
@@ -128,7 +127,7 @@ def load_recipe(path: str | os.PathLike[str], overrides: list[str] | tuple[str, 
             raise ValueError(f"{path}: section {section!r} must be a mapping, got {type(data[section]).__name__}")
     if "output_dir" not in data:
         raise ValueError(f"{path}: output_dir is required")
-    from .values import check_str
+    from .utils.values import check_str
 
     data["output_dir"] = check_str(f"{path}: output_dir", data["output_dir"])
     return RecipeConfig(**{k: (v if v is not None else {}) for k, v in data.items()})
@@ -149,7 +148,7 @@ class RecipeResult:
 
 def synthesis_config(recipe: RecipeConfig):
     """The :class:`SynthesisConfig` of ``recipe`` (generation cache inside ``output_dir`` by default)."""
-    from .config import SynthesisConfig
+    from .synthesis.config import SynthesisConfig
 
     values = dict(recipe.synthesis)
     values.setdefault("generation_cache_dir", str(Path(recipe.output_dir) / "generations"))
@@ -165,7 +164,7 @@ _TRAIN_SHARD = "train-00000-of-00001.parquet"
 def _stale_holdout_files(holdout_dir: Path) -> list[Path]:
     """The ``*.jsonl`` files of ``holdout_dir`` a previous :func:`split_holdout` wrote (listed in its
     :data:`HOLDOUT_MARKER`); a ``.jsonl`` it did not write is refused (it would be evaluated)."""
-    from .safe_paths import refuse_links
+    from .utils.paths import refuse_links
 
     marker = holdout_dir / HOLDOUT_MARKER
     refuse_links(marker, what="holdout marker")
@@ -199,8 +198,8 @@ def split_holdout(dataset_dir: Path, per_task: int, random_seed: int, train_dir:
     """
     import datasets
 
-    from .output import _atomic_write
-    from .safe_paths import check_name, path_inside, refuse_links
+    from .utils.folders import atomic_write
+    from .utils.paths import check_name, path_inside, refuse_links
 
     refuse_links(train_dir, train_dir / "data", train_dir / "data" / _TRAIN_SHARD, what="recipe training-data path")
     refuse_links(holdout_dir, what="recipe holdout folder")
@@ -235,9 +234,9 @@ def split_holdout(dataset_dir: Path, per_task: int, random_seed: int, train_dir:
     for stale in _stale_holdout_files(holdout_dir):
         stale.unlink()
     marker = {"files": sorted(p.name for p in targets.values())}
-    _atomic_write(str(holdout_dir / HOLDOUT_MARKER), json.dumps(marker, indent=2))  # before the files: a crash leaves them listed
+    atomic_write(str(holdout_dir / HOLDOUT_MARKER), json.dumps(marker, indent=2))  # before the files: a crash leaves them listed
     for task, path in targets.items():
-        _atomic_write(str(path), "".join(records[task]))
+        atomic_write(str(path), "".join(records[task]))
     train = ds.select([i for i in range(len(ds)) if i not in held])
     (train_dir / "data").mkdir(parents=True, exist_ok=True)
     refuse_links(train_dir, train_dir / "data", what="recipe training-data folder")
@@ -248,8 +247,8 @@ def split_holdout(dataset_dir: Path, per_task: int, random_seed: int, train_dir:
 
 
 def run_synthesize(recipe: RecipeConfig, result: RecipeResult) -> None:
-    from .output import synthesize_to_directory
-    from .safe_paths import refuse_links
+    from .synthesis.output import synthesize_to_directory
+    from .utils.paths import refuse_links
 
     config = synthesis_config(recipe)
     refuse_links(recipe.dataset_dir, what="recipe dataset folder")
@@ -258,7 +257,7 @@ def run_synthesize(recipe: RecipeConfig, result: RecipeResult) -> None:
     report = synthesize_to_directory(config, recipe.dataset_dir)
     result.dataset_dir = str(recipe.dataset_dir)
     if report.examples > 0:
-        from .artifacts import write_dataset_card
+        from .hub.artifacts import write_dataset_card
 
         write_dataset_card(recipe.dataset_dir, repo_id=recipe.hub.get("dataset_repo_id"))
     result.synthesis_report = report.to_dict() if hasattr(report, "to_dict") else dict(vars(report))
@@ -283,7 +282,7 @@ def training_job(recipe: RecipeConfig, dataset: str) -> tuple[Any, Any]:
 
     import trl
 
-    from .training import TrainingJobArguments, default_sft_config
+    from .training.trainer import TrainingJobArguments, default_sft_config
 
     job_fields = {f.name for f in dataclasses.fields(TrainingJobArguments)}
     sft_fields = {f.name for f in dataclasses.fields(trl.SFTConfig) if f.init} | {"warmup_ratio"}  # mapped by default_sft_config
@@ -300,14 +299,14 @@ def training_job(recipe: RecipeConfig, dataset: str) -> tuple[Any, Any]:
 
 
 def run_train(recipe: RecipeConfig, result: RecipeResult) -> None:
-    from .training import train
+    from .training.trainer import train
 
     values = {k: v for k, v in recipe.training.items() if k not in ("dataset", "output")}
     if len(values) != len(recipe.training):
         logger.warning("recipe training: dataset/output are set by the recipe (output_dir/model)")
     resume = values.pop("resume_from_checkpoint", None)
     recipe = RecipeConfig(**{**vars(recipe), "training": values})
-    from .safe_paths import refuse_links
+    from .utils.paths import refuse_links
 
     # the recipe's own model folder: never written (checkpoints rotated, files replaced) through a link
     refuse_links(recipe.model_dir, what="recipe model folder")
@@ -315,7 +314,7 @@ def run_train(recipe: RecipeConfig, result: RecipeResult) -> None:
     sft.resume_from_checkpoint = resolve_checkpoint(recipe.model_dir, resume)
     trainer = train(job, sft)
     result.model_dir = str(recipe.model_dir)
-    from .artifacts import write_training_artifacts
+    from .hub.artifacts import write_training_artifacts
 
     write_training_artifacts(
         trainer, recipe.model_dir, repo_id=recipe.hub.get("model_repo_id"),
@@ -344,7 +343,7 @@ def resolve_checkpoint(model_dir: Path, resume: Any) -> str | None:
 
 
 def run_evaluate(recipe: RecipeConfig, result: RecipeResult) -> None:
-    from .evaluation import evaluate_longbench
+    from .evaluation.longbench_v1 import evaluate_longbench
 
     ev = dict(recipe.evaluation)
     sources: list[tuple[str, Path]] = []
@@ -355,7 +354,7 @@ def run_evaluate(recipe: RecipeConfig, result: RecipeResult) -> None:
     if not sources:
         logger.info("evaluation: nothing configured (evaluation.data_dir / holdout_per_task), skipped")
         return
-    from .safe_paths import refuse_links
+    from .utils.paths import refuse_links
 
     refuse_links(recipe.eval_dir, what="recipe evaluation folder")
     model = ev.get("endpoint") or str(recipe.model_dir)
@@ -383,7 +382,7 @@ def run_push(recipe: RecipeConfig, result: RecipeResult) -> None:
     if not hub.get("dataset_repo_id") and not hub.get("model_repo_id"):
         logger.info("push: no hub.dataset_repo_id / hub.model_repo_id, skipped")
         return
-    from .hub import push_dataset_to_hub, push_model_to_hub
+    from .hub.publish import push_dataset_to_hub, push_model_to_hub
 
     common = {"token": hub.get("token"), "private": bool(hub.get("private", False))}
     if hub.get("dataset_repo_id"):
@@ -408,7 +407,7 @@ def _known_training_keys() -> set[str]:
 
     import trl
 
-    from .training import TrainingJobArguments
+    from .training.trainer import TrainingJobArguments
 
     return (
         {f.name for f in dataclasses.fields(TrainingJobArguments)}
@@ -423,9 +422,9 @@ def validate_recipe(recipe: RecipeConfig) -> None:
     import dataclasses
     import inspect
 
-    from .cli_args import unknown_names_message
-    from .config import SynthesisConfig
-    from .values import InvalidSettingError
+    from .utils.fields import unknown_names_message
+    from .synthesis.config import SynthesisConfig
+    from .utils.values import InvalidSettingError
 
     def check(section: str, values: dict[str, Any], known: set[str] | tuple[str, ...]) -> None:
         unknown = sorted(set(values) - set(known))
@@ -437,7 +436,7 @@ def validate_recipe(recipe: RecipeConfig) -> None:
         check("training", recipe.training, _known_training_keys() | {"dataset", "output"})
     eval_keys = set(EVALUATION_KEYS)
     if set(recipe.evaluation) - eval_keys:
-        from .evaluation import evaluate_longbench
+        from .evaluation.longbench_v1 import evaluate_longbench
 
         eval_keys |= set(inspect.signature(evaluate_longbench).parameters) - {"model_or_backend", "output_dir"}
     check("evaluation", recipe.evaluation, eval_keys)
@@ -464,12 +463,12 @@ def _check_recipe_value_types(recipe: RecipeConfig) -> None:
     """Type- and range-check the ``training``, ``evaluation`` and ``hub`` values (numeric strings such
     as YAML's ``1e-5`` become numbers in place); an error names ``section.key``, the value and what
     is allowed."""
-    from .values import Range, check_value, check_values
+    from .utils.values import Range, check_value, check_values
 
     if recipe.training:
         import trl
 
-        from .training import TrainingJobArguments
+        from .training.trainer import TrainingJobArguments
 
         values = check_values(TrainingJobArguments, recipe.training, prefix="recipe training.")
         values = check_values(trl.SFTConfig, values, {"learning_rate": Range(0), "num_train_epochs": Range(0)},
@@ -497,15 +496,15 @@ def preflight(
     token for push, and that the output folders can be written.
 
     Every problem is collected (each naming its setting) and all are raised together as one
-    :class:`~hf_context_synthesis.dry_run.RunSetupError` (one line per problem; see
-    :class:`~hf_context_synthesis.dry_run.SetupProblems`), or recorded in ``problems`` when given.
+    :class:`~hf_context_synthesis.synthesis.plan.RunSetupError` (one line per problem; see
+    :class:`~hf_context_synthesis.synthesis.plan.SetupProblems`), or recorded in ``problems`` when given.
     Unknown keys and invalid values (:func:`validate_recipe`) are refused first, as a ``ValueError``."""
-    from .dry_run import SetupProblems, _check_writable, check_synthesis_inputs
+    from .synthesis.plan import SetupProblems, check_output_writable, check_synthesis_inputs
 
     validate_recipe(recipe)
     collector = problems if problems is not None else SetupProblems(context)
     with collector.check("output_dir"):
-        _check_writable(recipe.output_dir, "recipe")
+        check_output_writable(recipe.output_dir, "recipe")
     if "synthesize" in steps:
         check_synthesis_inputs(
             synthesis_config(recipe), step="recipe step synthesize",
@@ -513,7 +512,7 @@ def preflight(
             problems=collector,
         )
         with collector.check("output_dir"):
-            _check_writable(recipe.dataset_dir, "recipe step synthesize")
+            check_output_writable(recipe.dataset_dir, "recipe step synthesize")
     elif any(s in steps for s in ("train", "push")) and not list(recipe.dataset_dir.glob("data/*.parquet")):
         if "train" in steps or recipe.hub.get("dataset_repo_id"):
             collector.add("--steps", f"recipe: no synthesized data in {recipe.dataset_dir} (run --steps synthesize first)")
@@ -529,7 +528,7 @@ def preflight(
 
 def _preflight_train(recipe: RecipeConfig, problems: Any) -> None:
     """``train``: the base model resolves, a resume checkpoint exists, the model folder can be written."""
-    from .dry_run import _check_writable, check_model
+    from .synthesis.plan import check_output_writable, check_model
 
     model = recipe.training.get("model")
     if not model:
@@ -546,13 +545,13 @@ def _preflight_train(recipe: RecipeConfig, problems: Any) -> None:
         problems.add("training.resume_from_checkpoint", f"{resume!r} is not a checkpoint folder "
                                                         "(or use true / last for the newest checkpoint-*)")
     with problems.check("output_dir"):
-        _check_writable(recipe.model_dir, "recipe step train")
+        check_output_writable(recipe.model_dir, "recipe step train")
 
 
 def _preflight_evaluate(recipe: RecipeConfig, steps: list[str] | tuple[str, ...], problems: Any) -> None:
     """``evaluate``: something to evaluate is configured, the LongBench data holds the requested tasks,
     the model to evaluate exists (trained earlier or an endpoint), the tokenizer resolves."""
-    from .dry_run import _check_writable, check_model
+    from .synthesis.plan import check_output_writable, check_model
 
     ev = recipe.evaluation
     data_dir = ev.get("data_dir")
@@ -566,7 +565,7 @@ def _preflight_evaluate(recipe: RecipeConfig, steps: list[str] | tuple[str, ...]
         ))
     tasks = ev.get("tasks")
     if tasks is not None:
-        from .longbench import canonical_task
+        from .evaluation.longbench_tasks import canonical_task
 
         with problems.check("evaluation.tasks"):
             if not isinstance(tasks, (list, tuple)) or not all(isinstance(t, str) for t in tasks):
@@ -574,7 +573,7 @@ def _preflight_evaluate(recipe: RecipeConfig, steps: list[str] | tuple[str, ...]
             for task in tasks:
                 canonical_task(task)
     if data_dir:
-        from .longbench import probe_data
+        from .evaluation.longbench_tasks import probe_data
 
         with problems.check("evaluation.data_dir"):
             if not isinstance(data_dir, (str, os.PathLike)):
@@ -582,7 +581,7 @@ def _preflight_evaluate(recipe: RecipeConfig, steps: list[str] | tuple[str, ...]
             try:
                 probe_data(data_dir, None if problems.about("evaluation.tasks") else tasks)
             except OSError as err:
-                from .dry_run import RunSetupError
+                from .synthesis.plan import RunSetupError
 
                 raise RunSetupError(f"recipe step evaluate: {err}") from None
     if holdout and "train" not in steps and not list(recipe.holdout_dir.glob("*.jsonl")):
@@ -596,7 +595,7 @@ def _preflight_evaluate(recipe: RecipeConfig, steps: list[str] | tuple[str, ...]
             check_model(ev["tokenizer"], what="tokenizer", step="recipe step evaluate",
                         setting_hint="--set evaluation.tokenizer=NAME_OR_PATH", kind="tokenizer")
     with problems.check("output_dir"):
-        _check_writable(recipe.eval_dir, "recipe step evaluate")
+        check_output_writable(recipe.eval_dir, "recipe step evaluate")
 
 
 def _preflight_push(recipe: RecipeConfig, problems: Any) -> None:
@@ -626,9 +625,9 @@ def _preflight_push(recipe: RecipeConfig, problems: Any) -> None:
 def dry_run(recipe: RecipeConfig, steps: list[str] | tuple[str, ...] = STEPS) -> str:
     """``run --dry-run``: every check of :func:`preflight` and, when the synthesis inputs passed, the
     synthesis plan (every seed row read, the endpoint's context window); all problems are raised
-    together (:class:`~hf_context_synthesis.dry_run.RunSetupError`). Returns :func:`plan`'s text.
+    together (:class:`~hf_context_synthesis.synthesis.plan.RunSetupError`). Returns :func:`plan`'s text.
     Sends no generation request and writes nothing."""
-    from .dry_run import SetupProblems, plan_synthesis
+    from .synthesis.plan import SetupProblems, plan_synthesis
 
     problems = SetupProblems("recipe --dry-run")
     preflight(recipe, steps, problems=problems)
@@ -643,7 +642,7 @@ def dry_run(recipe: RecipeConfig, steps: list[str] | tuple[str, ...] = STEPS) ->
 def plan(recipe: RecipeConfig, steps: list[str] | tuple[str, ...] = STEPS, *, synthesis_plan: Any = None) -> str:
     """The ``--dry-run`` text of a recipe: the synthesis plan (``synthesis_plan``, computed here when not
     given) and what every later step would write."""
-    from .dry_run import plan_synthesis
+    from .synthesis.plan import plan_synthesis
 
     lines = [f"recipe {recipe.output_dir}: steps {', '.join(s for s in STEPS if s in steps)}"]
     if "synthesize" in steps:
@@ -708,54 +707,10 @@ def run_recipe(
                 _RUNNERS[step](recipe, result)
     except BaseException:
         if not existed:
-            from .cli import _remove_empty_dirs
+            from .utils.folders import remove_if_nothing_kept
 
-            _remove_empty_dirs(out)
+            remove_if_nothing_kept(out)
         raise
     summary = {k: v for k, v in vars(result).items() if k != "eval_results"}
     result_path.write_text(json.dumps(summary, indent=2, default=str))
     return result
-
-
-def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``context-synthesis run``."""
-    parser.add_argument("recipe", help="Recipe YAML (see examples/configs/ and docs/settings.md).")
-    parser.add_argument("--steps", nargs="+", choices=STEPS, default=list(STEPS),
-                        help="Steps to run, in the fixed order synthesize -> train -> evaluate -> push.")
-    parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-        help="Override one setting, e.g. --set synthesis.endpoint=http://tgi:8080 (repeatable; values are YAML).",
-    )
-    parser.add_argument("--dry-run", action="store_true",
-                        help="Check every id and path, print seeds per task, requests to make vs cached, estimated "
-                             "tokens and the output layout; generate and train nothing.")
-    parser.add_argument("--resume", action="store_true",
-                        help="Resume training from the newest checkpoint-* in OUTPUT_DIR/model "
-                             "(same as --set training.resume_from_checkpoint=last).")
-    parser.add_argument("--fail-on-failures", action="store_true",
-                        help="Exit 1 when any seed failed in the synthesize step (by default a run that completed "
-                             "exits 0 and its failures are accounted for in the synthesis report).")
-    parser.add_argument("--log-level", default="INFO", help="Logging level (overrides -v/-q), e.g. DEBUG.")
-
-
-def run_cli(args: argparse.Namespace) -> int:
-    """Run ``context-synthesis run``; prints where things went and the scores."""
-    overrides = list(args.overrides)
-    if getattr(args, "resume", False):
-        overrides.append("training.resume_from_checkpoint=last")
-    recipe = load_recipe(args.recipe, overrides)
-    if getattr(args, "dry_run", False):
-        print(dry_run(recipe, args.steps))
-        return 0
-    result = run_recipe(recipe, args.steps)
-    print(f"outputs in {recipe.output_dir}")
-    for key, score in sorted(result.eval_scores.items()):
-        print(f"  {key}: {score:.2f}")
-    if "synthesize" in args.steps and result.synthesis_report:
-        from .cli import exit_code
-        from .report import SynthesisReport
-
-        # the one exit-code rule of every command (see hf_context_synthesis.cli.exit_code)
-        return exit_code(SynthesisReport.from_dict(result.synthesis_report),
-                         fail_on_failures=getattr(args, "fail_on_failures", False))
-    return 0

@@ -1,6 +1,6 @@
 """Regenerate the settings tables of ``docs/settings.md`` from the dataclasses and their field docs.
 
-The text comes from :func:`hf_context_synthesis.cli_args.field_docs`, the same parser that writes the
+The text comes from :func:`hf_context_synthesis.utils.fields.field_docs`, the same parser that writes the
 ``--help`` of every ``context-synthesis`` flag, so the docs and the CLI never drift apart.
 
 Usage: ``python scripts/readme_fields.py`` rewrites every ``<!-- fields:NAME:start -->`` ...
@@ -15,15 +15,15 @@ import re
 import sys
 from pathlib import Path
 
-from hf_context_synthesis.cli_args import field_default, field_docs, plain_text
+from hf_context_synthesis.utils.fields import field_default, field_docs, plain_text
 
 SETTINGS = Path(__file__).resolve().parents[1] / "docs" / "settings.md"
 
 
 def _classes() -> dict[str, tuple[type, frozenset[str] | None]]:
     """Block name -> (dataclass, runtime fields or None when the table has no 'kind' column)."""
-    from hf_context_synthesis.config import RUNTIME_FIELDS, SynthesisConfig
-    from hf_context_synthesis.quality import QualityConfig
+    from hf_context_synthesis.synthesis.config import RUNTIME_FIELDS, SynthesisConfig
+    from hf_context_synthesis.synthesis.quality import QualityConfig
     from hf_context_synthesis.recipe import RecipeConfig
 
     out: dict[str, tuple[type, frozenset[str] | None]] = {
@@ -31,12 +31,9 @@ def _classes() -> dict[str, tuple[type, frozenset[str] | None]]:
         "quality": (QualityConfig, None),
         "recipe": (RecipeConfig, None),
     }
-    try:
-        from hf_context_synthesis.training import TrainingJobArguments
+    from hf_context_synthesis.training.trainer import TrainingJobArguments
 
-        out["training"] = (TrainingJobArguments, None)
-    except ImportError:  # pragma: no cover - training extras missing
-        pass
+    out["training"] = (TrainingJobArguments, None)
     return out
 
 

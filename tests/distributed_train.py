@@ -15,7 +15,7 @@ import sys
 def main() -> int:
     model, data, out, record_dir = sys.argv[1:5]
     extra = sys.argv[5:]
-    import hf_context_synthesis.training as training
+    import hf_context_synthesis.training.trainer as training
     from hf_context_synthesis.cli import main as cli_main
 
     batches: list[dict] = []

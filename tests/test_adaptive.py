@@ -7,11 +7,11 @@ import asyncio
 
 import pytest
 
-from hf_context_synthesis.backends import make_backend
+from hf_context_synthesis import make_backend
 from hf_context_synthesis.backends.adaptive import AdaptiveLimiter
 from hf_context_synthesis.backends.base import GenerationRequest
 from hf_context_synthesis.backends.tgi import TGIBackend, TGIBackendConfig
-from hf_context_synthesis.config import SynthesisConfig
+from hf_context_synthesis.synthesis.config import SynthesisConfig
 from hf_context_synthesis.testing.fake_tgi import FakeTGIServer
 
 

@@ -1,4 +1,4 @@
-"""Attention-cost balanced global steps (hf_context_synthesis.balancing) and arrange_rows."""
+"""Attention-cost balanced global steps (hf_context_synthesis.training.balancing) and arrange_rows."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from hf_context_synthesis.balancing import balance_ratio, balanced_order, order_costs, row_costs, step_slots
-from hf_context_synthesis.packing import arrange_rows, balance_report, pack_bfd, pack_tokenized_dataset
+from hf_context_synthesis.training.balancing import balance_ratio, balanced_order, order_costs, row_costs, step_slots
+from hf_context_synthesis.training.packing import arrange_rows, balance_report, pack_bfd, pack_tokenized_dataset
 
 datasets = pytest.importorskip("datasets")
 

@@ -112,7 +112,7 @@ def test_failures_are_recorded_not_dropped(small_seed_dir, caches):
 
 
 def test_all_failing_gives_a_clear_error(small_seed_dir, caches):
-    from hf_context_synthesis.pipeline import SynthesisError
+    from hf_context_synthesis.synthesis.report import SynthesisError
 
     with FakeTGIServer(latency=0.0, capacity=4, faults={"refusal": 1.0}) as srv:
         with pytest.raises(SynthesisError, match="36 of 36 seeds failed"):
@@ -152,7 +152,7 @@ def test_same_dataset_whatever_the_completion_order(small_seed_dir, tmp_path):
     ],
 )
 def test_bad_prompt_template_is_refused_at_config_time_naming_it(small_seed_dir, caches, template, expected):
-    from hf_context_synthesis.prompts import PromptTemplateError
+    from hf_context_synthesis.synthesis.prompts import PromptTemplateError
 
     with pytest.raises(PromptTemplateError, match=expected):
         SynthesisConfig(seed=str(small_seed_dir), prompt_template=template)

@@ -7,7 +7,7 @@ import secrets
 import numpy as np
 import pytest
 
-from hf_context_synthesis.cards import (
+from hf_context_synthesis.hub.cards import (
     dataset_card_data,
     dataset_statistics,
     percentiles,
@@ -93,7 +93,7 @@ def test_dataset_card_yaml_round_trips_through_dataset_card_data():
 
 def test_dataset_card_body_holds_provenance_statistics_report_and_citation():
     from hf_context_synthesis import __version__
-    from hf_context_synthesis.prompts import DEFAULT_PROMPT_TEMPLATE
+    from hf_context_synthesis.synthesis.prompts import DEFAULT_PROMPT_TEMPLATE
 
     text = _card()
     assert "| seed data | `THUDM/LongBench@v1.0` |" in text and "| seed revision | `v1.0` |" in text
@@ -192,7 +192,7 @@ def test_model_card_without_optional_parts():
 def test_plots_write_pngs(tmp_path):
     import matplotlib.image
 
-    from hf_context_synthesis.plots import loss_points, plot_length_histogram, plot_loss_curve
+    from hf_context_synthesis.hub.plots import loss_points, plot_length_histogram, plot_loss_curve
 
     hist = plot_length_histogram({"a": [100, 200, 300], "b": [150]}, tmp_path / "h.png")
     single = plot_length_histogram([42, 42], tmp_path / "s.png")  # one distinct value
@@ -210,7 +210,7 @@ def test_plots_write_pngs(tmp_path):
 
 
 def test_cards_link_the_project_and_state_context_length_measured_and_configured():
-    from hf_context_synthesis.cards import PROJECT_URL, dataset_statistics, render_dataset_card, render_model_card
+    from hf_context_synthesis.hub.cards import PROJECT_URL, dataset_statistics, render_dataset_card, render_model_card
 
     stats = dataset_statistics({"relevant_context": ["word " * 120, "word " * 80, "word " * 100], "task": ["a", "a", "b"]})
     assert stats["context_words"]["p50"] == 100.0

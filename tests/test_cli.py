@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from hf_context_synthesis.cli import build_parser, configure_logging, main
-from hf_context_synthesis.cli_args import field_docs, plain_text
+from hf_context_synthesis.utils.fields import field_docs, plain_text
 from hf_context_synthesis.testing.fake_tgi import FakeTGIServer
 
 TASKS = ("hotpotqa", "qasper")
@@ -52,7 +52,7 @@ def test_every_flag_of_every_subcommand_has_help():
 
 
 def test_synthesize_help_is_the_field_docs_with_defaults_and_choices(capsys):
-    from hf_context_synthesis.config import SynthesisConfig
+    from hf_context_synthesis.synthesis.config import SynthesisConfig
 
     with pytest.raises(SystemExit) as exc:
         main(["synthesize", "--help"])
@@ -190,7 +190,7 @@ def test_logging_levels_and_quiet_third_parties():
 def test_offline_demo_recipe_end_to_end(tmp_path, capsys, caplog):
     """The documented demo: tiny model + loopback TGI, nothing downloaded; then re-runs of single steps
     accumulate recipe_result.json, and `run --resume` continues from the last checkpoint."""
-    from hf_context_synthesis.testing.demo import run_demo
+    from hf_context_synthesis.cli.demo import run_demo
 
     out = tmp_path / "demo"
     assert main(["demo", "--output-dir", str(out), "-q"]) == 0
@@ -236,7 +236,7 @@ def test_offline_demo_recipe_end_to_end(tmp_path, capsys, caplog):
 def test_synthesis_bar_shows_tokens_per_second_and_keeps_cache_hits_out_of_the_rate(tmp_path, capfd, seed_folder, tgi):
     from datasets import enable_progress_bars
 
-    from hf_context_synthesis.progress import RequestProgress
+    from hf_context_synthesis.utils.progress import RequestProgress
 
     enable_progress_bars()  # the bars follow datasets' switch: make sure it is on
     args = ["synthesize", "--seed", str(seed_folder), "--endpoint", tgi.url, "--output", str(tmp_path / "d"),
@@ -258,7 +258,7 @@ def test_synthesis_bar_shows_tokens_per_second_and_keeps_cache_hits_out_of_the_r
 def test_evaluation_and_context_dependence_have_progress_bars(tmp_path, capfd, tiny_model_dir):
     from datasets import enable_progress_bars
 
-    from hf_context_synthesis.context_dependence import context_dependence_scores
+    from hf_context_synthesis.evaluation.context_dependence import context_dependence_scores
 
     enable_progress_bars()
     data = tmp_path / "longbench"

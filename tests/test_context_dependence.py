@@ -19,13 +19,13 @@ import datasets
 import pytest
 import torch
 
-from hf_context_synthesis.context_dependence import (
+from hf_context_synthesis.evaluation.context_dependence import (
     answer_log_likelihoods,
     context_dependence_scores,
     default_prompt_fn,
     select_by_context_dependence,
 )
-from hf_context_synthesis.task_templates import render_task_prompt, template_for
+from hf_context_synthesis.synthesis.task_templates import render_task_prompt, template_for
 
 
 class CopyLM(torch.nn.Module):

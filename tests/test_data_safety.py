@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from hf_context_synthesis import SynthesisConfig
-from hf_context_synthesis.output import LOCK_FILE, REPORT_FILE, OutputBusyError, synthesize_to_directory
+from hf_context_synthesis.synthesis.output import LOCK_FILE, REPORT_FILE, OutputBusyError, synthesize_to_directory
 from hf_context_synthesis.testing.fake_tgi import FakeTGIServer
 
 
@@ -75,7 +75,7 @@ def test_a_second_writer_is_refused_and_nothing_is_requested_twice(small_seed_di
 
 def test_cli_second_writer_gets_one_error_line(first_run: Path, small_seed_dir: Path, tmp_path: Path, capsys):
     from hf_context_synthesis.cli import main
-    from hf_context_synthesis.output import output_lock
+    from hf_context_synthesis.synthesis.output import output_lock
 
     before = _files(first_run)
     with FakeTGIServer(latency=0.0) as srv, output_lock(first_run):
@@ -113,7 +113,7 @@ def test_disk_full_leaves_no_temporary_file_and_the_old_data(first_run: Path, sm
 
 # ------------------------------------------------------------------------------------------- the cache
 def _filled_cache(path: Path, n: int = 200):
-    from hf_context_synthesis.cache import GenerationCache
+    from hf_context_synthesis.synthesis.cache import GenerationCache
 
     with GenerationCache(path) as cache:
         for i in range(n):
@@ -121,7 +121,8 @@ def _filled_cache(path: Path, n: int = 200):
 
 
 def test_truncated_cache_is_detected_named_and_rebuilt_keeping_what_can_be_read(tmp_path: Path):
-    from hf_context_synthesis.cache import CacheCorruptedError, GenerationCache, main
+    from hf_context_synthesis.cli import main
+    from hf_context_synthesis.synthesis.cache import CacheCorruptedError, GenerationCache
 
     path = tmp_path / "gen" / "generations.sqlite"
     _filled_cache(path)
@@ -130,7 +131,7 @@ def test_truncated_cache_is_detected_named_and_rebuilt_keeping_what_can_be_read(
     with pytest.raises(CacheCorruptedError, match="is damaged") as err:
         GenerationCache(path)
     assert str(path) in str(err.value) and "--rebuild" in str(err.value)
-    assert main(["--rebuild", str(path)]) == 0
+    assert main(["cache", "--rebuild", str(path)]) == 0
     with GenerationCache(path) as cache:
         kept = len(cache)
         assert 50 < kept < 200  # the first half of the rows survived the truncation
@@ -141,7 +142,7 @@ def test_truncated_cache_is_detected_named_and_rebuilt_keeping_what_can_be_read(
 def test_load_dataset_on_a_damaged_cache_says_so_before_any_request(small_seed_dir: Path, caches, tmp_path: Path):
     import datasets
 
-    from hf_context_synthesis.cache import CacheCorruptedError
+    from hf_context_synthesis.synthesis.cache import CacheCorruptedError
 
     path = Path(caches["generation_cache_dir"]) / "generations.sqlite"
     path.parent.mkdir(parents=True)
@@ -156,7 +157,7 @@ def test_load_dataset_on_a_damaged_cache_says_so_before_any_request(small_seed_d
 def test_disk_full_in_the_cache_is_one_clear_error(tmp_path: Path, monkeypatch):
     import sqlite3
 
-    from hf_context_synthesis.cache import CacheWriteError, GenerationCache
+    from hf_context_synthesis.synthesis.cache import CacheWriteError, GenerationCache
 
     class FullConnection:  # sqlite3.Connection cannot be patched: wrap it
         def __init__(self, conn):
@@ -229,13 +230,13 @@ def test_claims_of_an_interrupted_run_do_not_block_the_next_one(tmp_path: Path):
     import subprocess
     import sys
 
-    from hf_context_synthesis.cache import GenerationCache
+    from hf_context_synthesis.synthesis.cache import GenerationCache
 
     path = tmp_path / "g.sqlite"
     interrupted = GenerationCache(path)
     assert interrupted.claim("k1")  # never put, never released
     rerun = GenerationCache(path)
     assert not rerun.claimed_elsewhere("k1") and rerun.claim("k1")
-    code = f"from hf_context_synthesis.cache import GenerationCache; GenerationCache({str(path)!r}).claim('k2')"
+    code = f"from hf_context_synthesis.synthesis.cache import GenerationCache; GenerationCache({str(path)!r}).claim('k2')"
     subprocess.run([sys.executable, "-c", code], check=True)  # its process is gone, its claim stays
     assert rerun.claim("k2")

@@ -23,7 +23,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("accelerate")
 pytest.importorskip("trl")
 
-from hf_context_synthesis.packing import PackingConfig, prepare_packed_dataset  # noqa: E402
+from hf_context_synthesis.training.packing import PackingConfig, prepare_packed_dataset  # noqa: E402
 from hf_context_synthesis.testing.rows import composed_rows  # noqa: E402
 
 HERE = Path(__file__).parent

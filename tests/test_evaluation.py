@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from hf_context_synthesis.testing.scripted import ScriptedBackend
-from hf_context_synthesis.evaluation import evaluate_longbench
-from hf_context_synthesis.longbench import (
+from hf_context_synthesis.evaluation.longbench_v1 import evaluate_longbench
+from hf_context_synthesis.evaluation.longbench_tasks import (
     LONGBENCH_TASKS,
     available_tasks,
     build_prompt,
@@ -205,7 +205,7 @@ def test_eval_results_render_a_model_index(small_data: Path) -> None:
 def test_held_out_synthesized_is_never_called_longbench(small_data: Path, tmp_path: Path, caplog) -> None:
     from huggingface_hub import ModelCardData
 
-    from hf_context_synthesis.evaluation import HELD_OUT_LABEL
+    from hf_context_synthesis.evaluation.longbench_v1 import HELD_OUT_LABEL
 
     backend = ScriptedBackend({"hotpotqa/0": "Paris", "hotpotqa/1": "London"})
     with caplog.at_level("INFO", logger="hf_context_synthesis"):
@@ -213,7 +213,7 @@ def test_held_out_synthesized_is_never_called_longbench(small_data: Path, tmp_pa
             backend, small_data, tasks=["hotpotqa"], max_length=0, label=HELD_OUT_LABEL, output_dir=tmp_path / "o"
         )
     assert not report.is_longbench
-    logs = [r.getMessage() for r in caplog.records if r.name.startswith("hf_context_synthesis.evaluation")]
+    logs = [r.getMessage() for r in caplog.records if r.name.startswith("hf_context_synthesis.evaluation.longbench_v1")]
     task_lines = [m for m in logs if "hotpotqa" in m]
     assert len(task_lines) == 2 and all(m.startswith("held-out synthesized (hotpotqa template)") for m in task_lines)
     assert not any(m.startswith("LongBench") for m in logs), logs
@@ -225,12 +225,12 @@ def test_held_out_synthesized_is_never_called_longbench(small_data: Path, tmp_pa
     assert entry["dataset"]["name"] == "held-out synthesized (hotpotqa template)"
     assert entry["dataset"]["split"] == "held-out" and "LongBench" not in json.dumps(entry)
     # the label survives results.json (hub.load_eval_results rebuilds the model-index from it)
-    from hf_context_synthesis.hub import load_eval_results
+    from hf_context_synthesis.evaluation.results import load_eval_results
 
     (loaded,) = load_eval_results(tmp_path / "o")
     assert loaded.dataset_name == "held-out synthesized (hotpotqa template)" and loaded.dataset_split == "held-out"
     # the model card's table and model-index say so too
-    from hf_context_synthesis.cards import render_model_card
+    from hf_context_synthesis.hub.cards import render_model_card
 
     card = render_model_card(repo_id="me/tuned", eval_results=report.eval_results(), framework_versions={})
     assert "| `held-out synthesized (hotpotqa template)` | `F1` | 100" in card
@@ -293,7 +293,7 @@ def test_prompts_are_truncated_as_longbench_pred_py(tmp_path: Path, bos_tokenize
 
 
 def test_default_prompt_budget_follows_longbench_table() -> None:
-    from hf_context_synthesis.longbench import PROMPT_BUDGETS, default_max_length
+    from hf_context_synthesis.evaluation.longbench_tasks import PROMPT_BUDGETS, default_max_length
 
     assert default_max_length(32768) == 31500 == PROMPT_BUDGETS["32k"]
     assert default_max_length(131072) == 127500 == PROMPT_BUDGETS["128k"]

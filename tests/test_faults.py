@@ -16,9 +16,9 @@ import datasets
 import pytest
 
 from hf_context_synthesis.backends.tgi import TGIBackend, TGIBackendConfig
-from hf_context_synthesis.cache import GenerationCache
-from hf_context_synthesis.config import SynthesisConfig
-from hf_context_synthesis.pipeline import synthesize_rows
+from hf_context_synthesis.synthesis.cache import GenerationCache
+from hf_context_synthesis.synthesis.config import SynthesisConfig
+from hf_context_synthesis.synthesis.pipeline import synthesize_rows
 from hf_context_synthesis.testing.fake_tgi import FakeTGIServer
 
 TASKS = {"hotpotqa": 6, "qasper": 6, "govreport": 4}
@@ -188,7 +188,8 @@ def test_unreachable_endpoint_stops_at_once_naming_the_url(fault_seeds, tmp_path
 
 
 def test_one_endpoint_is_a_fleet_of_one_whose_breaker_ends_a_dead_run(fault_seeds, tmp_path):
-    from hf_context_synthesis.backends import FleetBackend, NoHealthyEndpointError, make_backend
+    from hf_context_synthesis import make_backend
+    from hf_context_synthesis.backends import FleetBackend, NoHealthyEndpointError
 
     built = make_backend(_config(fault_seeds, "http://127.0.0.1:9", tmp_path))
     assert isinstance(built, FleetBackend) and len(built.members) == 1 and built.no_healthy_timeout <= 60
@@ -217,7 +218,7 @@ def test_one_endpoint_is_a_fleet_of_one_whose_breaker_ends_a_dead_run(fault_seed
 
 
 def test_context_window_caps_max_new_tokens_or_refuses(fault_seeds, tmp_path, caplog):
-    from hf_context_synthesis.preflight import PreflightResult  # noqa: F401 - public
+    from hf_context_synthesis.synthesis.preflight import PreflightResult  # noqa: F401 - public
 
     asked = []
 

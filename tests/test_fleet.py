@@ -13,14 +13,14 @@ import time
 
 import pytest
 
-from hf_context_synthesis.backends import make_backend
+from hf_context_synthesis import make_backend
 from hf_context_synthesis.backends.base import GenerationRequest, run_requests
 from hf_context_synthesis.backends.fleet import CircuitState, FleetBackend, NoHealthyEndpointError
 from hf_context_synthesis.backends.tgi import TGIBackend, TGIBackendConfig
-from hf_context_synthesis.cache import GenerationCache
-from hf_context_synthesis.config import SynthesisConfig
-from hf_context_synthesis.seeds import SeedExample
-from hf_context_synthesis.synthesis import ContextSynthesizer
+from hf_context_synthesis.synthesis.cache import GenerationCache
+from hf_context_synthesis.synthesis.config import SynthesisConfig
+from hf_context_synthesis.synthesis.seeds import SeedExample
+from hf_context_synthesis.synthesis.generation import ContextSynthesizer
 from hf_context_synthesis.testing.fake_tgi import FakeTGIServer
 
 
@@ -157,7 +157,7 @@ def test_no_healthy_endpoint_raises_then_rerun_resumes_from_cache(tmp_path):
 
 
 def test_make_backend_builds_a_fleet_and_synthesis_uses_every_endpoint(small_seed_dir, tmp_path):
-    from hf_context_synthesis.pipeline import synthesize_rows
+    from hf_context_synthesis.synthesis.pipeline import synthesize_rows
 
     with servers({"latency": 0.01, "capacity": 4}, {"latency": 0.01, "capacity": 4}) as stack:
         a, b = stack.servers
@@ -176,9 +176,9 @@ def test_make_backend_builds_a_fleet_and_synthesis_uses_every_endpoint(small_see
 
 
 def run_coro_close(backend):
-    from hf_context_synthesis.backends.base import _run_coro
+    from hf_context_synthesis.backends.base import run_coro
 
-    _run_coro(backend.aclose())
+    run_coro(backend.aclose())
 
 
 def test_endpoints_serving_different_models_are_refused():
@@ -226,7 +226,7 @@ def test_429_is_busy_not_broken_and_adaptive_members_share_the_load():
 
 def test_swapping_a_fleet_member_or_the_url_spelling_reuses_every_generation(small_seed_dir, tmp_path):
     """Generation cache keys name the served model, never an endpoint URL."""
-    from hf_context_synthesis.pipeline import synthesize_rows
+    from hf_context_synthesis.synthesis.pipeline import synthesize_rows
 
     def run(endpoint):
         config = SynthesisConfig(seed=str(small_seed_dir), endpoint=endpoint, progress=False, num_distractors=2,

@@ -41,7 +41,7 @@ def hub(tmp_path, monkeypatch):
 def synthesized_dir(tmp_path_factory, seeds_dir) -> Path:
     """A folder written by synthesize_to_directory from 2 tasks x 5 real seeds through the fake TGI server."""
     from hf_context_synthesis import SynthesisConfig
-    from hf_context_synthesis.output import CONFIG_FILE, synthesize_to_directory
+    from hf_context_synthesis.synthesis.output import CONFIG_FILE, synthesize_to_directory
     from hf_context_synthesis.testing.fake_tgi import FakeTGIServer
 
     root = tmp_path_factory.mktemp("synth")
@@ -82,7 +82,7 @@ def test_push_dataset_dir_reads_back_with_load_dataset(hub, synthesized_dir, tmp
     import datasets
     from huggingface_hub import DatasetCard
 
-    from hf_context_synthesis.hub import push_dataset_to_hub
+    from hf_context_synthesis.hub.publish import push_dataset_to_hub
 
     repo = f"{NAMESPACE}/ctx-data"
     caplog.set_level(logging.DEBUG)
@@ -118,7 +118,7 @@ def test_push_dataset_dir_reads_back_with_load_dataset(hub, synthesized_dir, tmp
 def test_repush_of_a_dataset_replaces_stale_shards_in_one_commit(hub, tmp_path):
     import datasets
 
-    from hf_context_synthesis.hub import push_dataset_to_hub
+    from hf_context_synthesis.hub.publish import push_dataset_to_hub
 
     repo = f"{NAMESPACE}/resharded"
     rows = [{"task": "t" + str(i % 3), "num_tokens": 100 + i, "text": "x" * 2000} for i in range(60)]
@@ -140,7 +140,7 @@ def test_repush_of_a_dataset_replaces_stale_shards_in_one_commit(hub, tmp_path):
 def test_dataset_dict_splits_and_token_from_environment(hub, tmp_path, monkeypatch):
     import datasets
 
-    from hf_context_synthesis.hub import push_dataset_to_hub
+    from hf_context_synthesis.hub.publish import push_dataset_to_hub
 
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     dd = datasets.DatasetDict(
@@ -158,7 +158,7 @@ def test_builder_report_in_dataset_info_feeds_the_card(tmp_path):
     from huggingface_hub import DatasetCard
 
     from hf_context_synthesis import SynthesisConfig, SynthesisReport
-    from hf_context_synthesis.hub import prepare_dataset_folder
+    from hf_context_synthesis.hub.publish import prepare_dataset_folder
 
     report = SynthesisReport(seeds=3, requested=3, generated=2, cached=1, retried=4, synthesized=3, examples=3)
     settings = SynthesisConfig(seed="org/seeds", random_seed=777).to_dict()
@@ -179,7 +179,7 @@ def test_builder_report_in_dataset_info_feeds_the_card(tmp_path):
 def test_folder_shards_larger_than_the_bound_are_resharded(synthesized_dir, tmp_path):
     import pyarrow.parquet as pq
 
-    from hf_context_synthesis.hub import prepare_dataset_folder
+    from hf_context_synthesis.hub.publish import prepare_dataset_folder
 
     source = sorted((synthesized_dir / "data").glob("*.parquet"))
     bound = max(f.stat().st_size for f in source) // 3
@@ -193,7 +193,7 @@ def test_folder_shards_larger_than_the_bound_are_resharded(synthesized_dir, tmp_
 def test_transient_commit_errors_are_retried_into_exactly_one_commit(hub, caplog):
     import datasets
 
-    from hf_context_synthesis.hub import push_dataset_to_hub
+    from hf_context_synthesis.hub.publish import push_dataset_to_hub
 
     repo = f"{NAMESPACE}/flaky"
     hub.fail_next_commits(2, status=500)
@@ -208,7 +208,7 @@ def test_transient_commit_errors_are_retried_into_exactly_one_commit(hub, caplog
 def test_persistent_server_errors_give_a_clear_error(hub):
     import datasets
 
-    from hf_context_synthesis.hub import HubPublishError, push_dataset_to_hub
+    from hf_context_synthesis.hub.publish import HubPublishError, push_dataset_to_hub
 
     hub.fail_next_commits(3, status=503)
     with pytest.raises(HubPublishError, match=r"after 3 attempts: HTTP 503") as info:
@@ -229,7 +229,7 @@ def test_persistent_server_errors_give_a_clear_error(hub):
 def test_auth_errors_name_the_repo_and_hide_the_token(hub, token, repo, status, caplog):
     import datasets
 
-    from hf_context_synthesis.hub import HubPublishError, push_dataset_to_hub
+    from hf_context_synthesis.hub.publish import HubPublishError, push_dataset_to_hub
 
     caplog.set_level(logging.DEBUG)
     with pytest.raises(HubPublishError) as info:
@@ -243,7 +243,7 @@ def test_auth_errors_name_the_repo_and_hide_the_token(hub, token, repo, status, 
 
 def test_secrets_in_settings_and_text_never_reach_the_hub(hub, synthesized_dir, caplog):
     from hf_context_synthesis import SynthesisConfig
-    from hf_context_synthesis.hub import push_dataset_to_hub
+    from hf_context_synthesis.hub.publish import push_dataset_to_hub
 
     caplog.set_level(logging.DEBUG)
     config = SynthesisConfig(seed="THUDM/LongBench", seed_revision="abc123", endpoint=[SECRET_ENDPOINT], endpoint_token=TOKEN,
@@ -288,7 +288,7 @@ def test_push_model_reads_back_with_from_pretrained(hub, tiny_model_dir, tmp_pat
     from huggingface_hub.repocard_data import model_index_to_eval_results
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from hf_context_synthesis.hub import push_model_to_hub
+    from hf_context_synthesis.hub.publish import push_model_to_hub
 
     caplog.set_level(logging.DEBUG)
     run = _training_folder(tiny_model_dir, tmp_path)

@@ -9,7 +9,7 @@ import jinja2
 import pytest
 
 from hf_context_synthesis.backends.base import GenerationBackend, GenerationRequest, GenerationResult
-from hf_context_synthesis.instruction_synthesis import (
+from hf_context_synthesis.synthesis.instructions import (
     DEFAULT_CHUNK_WORDS,
     parse_question_answer,
     render_instruction_messages,

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from hf_context_synthesis.backends.base import GenerationBackend, GenerationRequest, GenerationResult
-from hf_context_synthesis.evaluation import evaluate_longbench
-from hf_context_synthesis.longbench import LONGBENCH_NAMES, LONGBENCH_TASKS, load_task, resolve_data
+from hf_context_synthesis.evaluation.longbench_v1 import evaluate_longbench
+from hf_context_synthesis.evaluation.longbench_tasks import LONGBENCH_NAMES, LONGBENCH_TASKS, load_task, resolve_data
 
 _LONG_SUMMARY = (
     "The agency reviewed 24 projects. Twelve were over budget. Officials blamed changing requirements. "

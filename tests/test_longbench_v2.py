@@ -12,7 +12,7 @@ import pytest
 import longbench_v2_reference as ref
 from hf_context_synthesis.backends.base import GenerationRequest, GenerationResult
 from hf_context_synthesis.testing.scripted import ScriptedBackend as _Scripted
-from hf_context_synthesis.longbench_v2 import (
+from hf_context_synthesis.evaluation.longbench_v2 import (
     TEMPLATE_0SHOT,
     TEMPLATE_0SHOT_COT_ANS,
     build_prompt,
@@ -219,8 +219,8 @@ def test_evaluate_command_runs_v2_on_the_tiny_model(tmp_path: Path, tiny_model_d
 
 def test_model_index_entries_are_labelled_by_coverage(tmp_path: Path, data_file: Path, tiny_tokenizer) -> None:
     """A 6-question run is published as a LongBench v2 *subset*; push-model's loader reads the v2 results.json."""
-    from hf_context_synthesis.hub import load_eval_results
-    from hf_context_synthesis.longbench_v2 import eval_results_from_dict
+    from hf_context_synthesis.evaluation.results import load_eval_results
+    from hf_context_synthesis.evaluation.longbench_v2 import eval_results_from_dict
 
     report = evaluate_longbench_v2(
         ScriptedBackend(RESPONSES), data_file, tokenizer=tiny_tokenizer, max_length=5000, output_dir=tmp_path / "o"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from hf_context_synthesis.metrics import (
+from hf_context_synthesis.evaluation.metrics import (
     TASK_METRICS,
     f1_score,
     normalize_answer,
@@ -173,7 +173,7 @@ def test_scores_equal_longbench_code(longbench_name: str) -> None:
 
     import longbench_reference as ref
 
-    from hf_context_synthesis.longbench import canonical_task
+    from hf_context_synthesis.evaluation.longbench_tasks import canonical_task
 
     pairs = _pairs(random.Random(longbench_name))
     ours_task = canonical_task(longbench_name)

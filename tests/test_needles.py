@@ -8,7 +8,7 @@ import datasets
 import pytest
 
 from hf_context_synthesis.backends.base import GenerationBackend, GenerationRequest, GenerationResult
-from hf_context_synthesis.needles import (
+from hf_context_synthesis.evaluation.needles import (
     DEFAULT_NEEDLE_TEMPLATE,
     NEEDLE_FEATURES,
     NEEDLE_KINDS,

@@ -17,7 +17,7 @@ datasets = pytest.importorskip("datasets")
 
 import torch.nn.functional as F  # noqa: E402
 
-from hf_context_synthesis.packing import (  # noqa: E402
+from hf_context_synthesis.training.packing import (  # noqa: E402
     IGNORE_INDEX,
     PackedDataCollator,
     PackingConfig,
@@ -486,7 +486,7 @@ def test_packed_sdpa_equals_sdpa_on_packed_rows_and_falls_back_elsewhere(tiny_mo
     """CPU path: each packed example attends alone (no dense T x T mask); logits and gradients as sdpa's."""
     from transformers import AutoModelForCausalLM
 
-    from hf_context_synthesis.attention import register_packed_sdpa, use_packed_sdpa_on_cpu
+    from hf_context_synthesis.training.attention import register_packed_sdpa, use_packed_sdpa_on_cpu
 
     register_packed_sdpa()
     g = torch.Generator().manual_seed(0)

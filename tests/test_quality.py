@@ -10,9 +10,9 @@ import pytest
 
 from hf_context_synthesis.backends.base import GenerationBackend
 from hf_context_synthesis.backends.tgi import TGIBackend, TGIBackendConfig
-from hf_context_synthesis.cache import GenerationCache
-from hf_context_synthesis.config import SynthesisConfig
-from hf_context_synthesis.quality import (
+from hf_context_synthesis.synthesis.cache import GenerationCache
+from hf_context_synthesis.synthesis.config import SynthesisConfig
+from hf_context_synthesis.synthesis.quality import (
     QualityConfig,
     answer_in_instruction,
     answer_recoverable,
@@ -21,7 +21,7 @@ from hf_context_synthesis.quality import (
     resolve_quality,
     validate_generation,
 )
-from hf_context_synthesis.synthesis import ContextSynthesizer
+from hf_context_synthesis.synthesis.generation import ContextSynthesizer
 from hf_context_synthesis.testing.fake_tgi import FakePrompt, FakeTGIServer
 
 WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma tau".split()
@@ -137,7 +137,7 @@ def test_minhash_signatures_and_banding_match_datasketch():
     import numpy as np
     from datasketch import MinHash, MinHashLSH
 
-    from hf_context_synthesis.quality import MinHasher, _shingle_hashes, lsh_bands
+    from hf_context_synthesis.synthesis.quality import MinHasher, _shingle_hashes, lsh_bands
 
     text = prose(300, 3)
     reference = MinHash(num_perm=64, seed=1, hashfunc=int)
@@ -155,7 +155,7 @@ def test_near_duplicate_index_agrees_with_pairwise_signature_similarity():
     """On a corpus with planted near-copies, the index finds exactly the pairs whose signatures agree."""
     import numpy as np
 
-    from hf_context_synthesis.quality import MinHasher, NearDuplicateIndex
+    from hf_context_synthesis.synthesis.quality import MinHasher, NearDuplicateIndex
 
     rng = random.Random(5)
     texts = [prose(200, 100 + k) for k in range(40)]
@@ -206,7 +206,8 @@ def test_quality_setting_forms_and_cache_identity():
 def test_quality_from_the_command_line():
     import argparse
 
-    from hf_context_synthesis.cli import add_synthesize_arguments, config_from_args
+    from hf_context_synthesis.cli.synthesize import add_arguments as add_synthesize_arguments
+    from hf_context_synthesis.cli.synthesize import config_from_args
 
     parser = argparse.ArgumentParser()
     add_synthesize_arguments(parser)

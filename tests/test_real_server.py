@@ -193,7 +193,8 @@ def test_cli_synthesize_sigkill_then_resume(served, tmp_path):
 def test_wrong_model_name_shows_the_server_s_message(served, seeds, tmp_path):
     url, model = served
     from hf_context_synthesis import SynthesisConfig
-    from hf_context_synthesis.pipeline import SynthesisError, synthesize_rows
+    from hf_context_synthesis.synthesis.pipeline import synthesize_rows
+    from hf_context_synthesis.synthesis.report import SynthesisError
 
     config = SynthesisConfig(seed=str(seeds), endpoint=url, generator_model="tgi", max_seeds=1,
                              generation_cache_dir=str(tmp_path / "gen"), **FAST)

@@ -139,7 +139,7 @@ def test_recipe_end_to_end_through_the_cli(tmp_path, seeds_dir, tiny_model_dir, 
 def test_split_holdout_is_deterministic_and_keeps_a_training_row_per_task(tmp_path):
     import datasets
 
-    from hf_context_synthesis.schema import ROW_FEATURES
+    from hf_context_synthesis.synthesis.schema import ROW_FEATURES
 
     rows = []
     for task in ("a", "b"):
@@ -208,7 +208,7 @@ def test_cli_reports_an_unreachable_model_in_one_line(tmp_path, monkeypatch, cap
 def test_preflight_refuses_a_push_without_a_token_before_anything_runs(tmp_path, monkeypatch):
     from huggingface_hub import constants
 
-    from hf_context_synthesis.dry_run import RunSetupError
+    from hf_context_synthesis.synthesis.plan import RunSetupError
     from hf_context_synthesis.recipe import preflight
 
     monkeypatch.delenv("HF_TOKEN", raising=False)
@@ -225,7 +225,7 @@ def test_preflight_refuses_a_push_without_a_token_before_anything_runs(tmp_path,
 
 
 def test_preflight_checks_the_longbench_data_path(tmp_path):
-    from hf_context_synthesis.dry_run import RunSetupError
+    from hf_context_synthesis.synthesis.plan import RunSetupError
     from hf_context_synthesis.recipe import preflight
 
     def recipe(data_dir: str) -> RecipeConfig:

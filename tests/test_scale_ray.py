@@ -16,7 +16,7 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from hf_context_synthesis import SynthesisConfig  # noqa: E402
-from hf_context_synthesis.output import synthesize_to_directory  # noqa: E402
+from hf_context_synthesis.synthesis.output import synthesize_to_directory  # noqa: E402
 from hf_context_synthesis.scale import shard_concurrency, synthesize_on_ray  # noqa: E402
 from hf_context_synthesis.testing.fake_tgi import FakeTGIServer  # noqa: E402
 

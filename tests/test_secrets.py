@@ -16,7 +16,7 @@ import pytest
 
 import hf_context_synthesis  # noqa: F401 - registers the builder
 from hf_context_synthesis import SynthesisConfig
-from hf_context_synthesis.secrecy import endpoint_token, redact
+from hf_context_synthesis.utils.secrecy import endpoint_token, redact
 from hf_context_synthesis.testing.fake_tgi import FakeTGIServer
 
 HUB_TOKEN = "hf_HubTokenOfTheUser0123456789"

@@ -57,8 +57,8 @@ import sqlite3
 import pytest
 
 from hf_context_synthesis import SynthesisConfig
-from hf_context_synthesis.cache import GenerationCache
-from hf_context_synthesis.sharding import synthesize_shard
+from hf_context_synthesis.synthesis.cache import GenerationCache
+from hf_context_synthesis.scale.sharding import synthesize_shard
 
 
 def test_shard_cache_is_one_self_contained_file(small_seed_dir, tmp_path):
@@ -140,7 +140,7 @@ def test_merge_refuses_shards_made_with_other_settings(small_seed_dir, tmp_path)
                      "--output", str(tmp_path / "s0")]) == 0
         assert main(["synthesize", *common, "--endpoint", srv.url, "--shard-index", "1", "--context-words", "500",
                      "--output", str(tmp_path / "s1")]) == 0
-    from hf_context_synthesis.sharding import ShardMismatchError, merge_shards
+    from hf_context_synthesis.scale.sharding import ShardMismatchError, merge_shards
 
     with pytest.raises(ShardMismatchError, match=r"s1.*context_words: shard 500 vs merge 2000"):
         merge_shards(SynthesisConfig(seed=str(small_seed_dir), endpoint="http://127.0.0.1:9"),
@@ -167,7 +167,7 @@ def test_merge_only_reads_the_published_shards(small_seed_dir, tmp_path):
     was); a shard cache made before the finish_reason column existed still merges."""
     import hashlib
 
-    from hf_context_synthesis.sharding import export_cache, merge_shards
+    from hf_context_synthesis.scale.sharding import export_cache, merge_shards
 
     common = ["--seed", str(small_seed_dir), "--num-shards", "2"]
     published = []

@@ -14,7 +14,7 @@ transformers = pytest.importorskip("transformers")
 pytest.importorskip("trl")
 datasets = pytest.importorskip("datasets")
 
-from hf_context_synthesis.packing import (  # noqa: E402
+from hf_context_synthesis.training.packing import (  # noqa: E402
     PackingConfig,
     count_weighted_sequences,
     longalign_loss,
@@ -22,7 +22,7 @@ from hf_context_synthesis.packing import (  # noqa: E402
 )
 from hf_context_synthesis.trainer_callbacks.probe import LongContextProbeCallback  # noqa: E402
 from hf_context_synthesis.trainer_callbacks.throughput import ThroughputCallback  # noqa: E402
-from hf_context_synthesis.training import (  # noqa: E402
+from hf_context_synthesis.training.trainer import (  # noqa: E402
     SUMMARY_FILE,
     ContextSynthesisSFTTrainer,
     build_trainer,
@@ -234,14 +234,14 @@ def test_longalign_weighting_is_exact_over_gradient_accumulation(tmp_path, rows,
 
 
 def test_build_trainer_balanced_rows_train_in_order_and_mismatch_warns(tmp_path, rows, tok, tiny_model_dir, caplog):
-    from hf_context_synthesis.packing import get_packing_stats
+    from hf_context_synthesis.training.packing import get_packing_stats
 
     lengths = sorted(_chat_len(tok, r) for r in rows)
     max_length = lengths[-1] + lengths[0]
     model = transformers.AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     packing = PackingConfig(max_length=max_length, row_order="balanced")
     config = _config(tmp_path, max_length=max_length + 1, gradient_accumulation_steps=4)
-    with caplog.at_level("WARNING", logger="hf_context_synthesis.training"):
+    with caplog.at_level("WARNING", logger="hf_context_synthesis.training.trainer"):
         trainer = build_trainer(model, tok, datasets.Dataset.from_list(rows), config, packing)
     assert any("differs from SFTConfig.max_length" in r.getMessage() for r in caplog.records)
     assert isinstance(trainer._get_train_sampler(), torch.utils.data.SequentialSampler)
@@ -260,7 +260,7 @@ def test_build_trainer_rejects_unknown_columns(tmp_path, tok, tiny_model_dir):
 
 
 def _write_parquet_dataset(rows, folder: Path) -> Path:
-    from hf_context_synthesis.schema import ROW_FEATURES
+    from hf_context_synthesis.synthesis.schema import ROW_FEATURES
 
     (folder / "data").mkdir(parents=True)
     datasets.Dataset.from_list(rows, features=ROW_FEATURES).to_parquet(str(folder / "data" / "train-00000-of-00001.parquet"))
@@ -378,7 +378,7 @@ def test_cli_train_takes_trl_names_and_refuses_packing_conflicts(tmp_path, rows,
 def test_packed_rows_never_reach_a_collator_that_adds_an_all_ones_mask(tmp_path, rows, tok, tiny_model_dir):
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-    from hf_context_synthesis.packing import PackedDataCollator
+    from hf_context_synthesis.training.packing import PackedDataCollator
 
     lengths = sorted(_chat_len(tok, r) for r in rows)
     max_length = lengths[0] + lengths[1] + 8

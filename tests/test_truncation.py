@@ -11,8 +11,8 @@ transformers = pytest.importorskip("transformers")
 datasets = pytest.importorskip("datasets")
 
 from hf_context_synthesis.testing.rows import composed_rows  # noqa: E402
-from hf_context_synthesis.packing import prepare_packed_dataset, tokenize_example, tokenize_messages  # noqa: E402
-from hf_context_synthesis.truncation import (  # noqa: E402
+from hf_context_synthesis.training.packing import prepare_packed_dataset, tokenize_example, tokenize_messages  # noqa: E402
+from hf_context_synthesis.training.truncation import (  # noqa: E402
     chat_length,
     distractor_drop_order,
     drop_order_for_row,

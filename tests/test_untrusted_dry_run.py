@@ -230,7 +230,7 @@ def test_synthesize_and_train_list_all_their_problems(tmp_path, capsys):
 
 
 def test_problem_collector_lines_and_exit_classes():
-    from hf_context_synthesis.dry_run import RunSetupError, SetupProblems, SetupValueError
+    from hf_context_synthesis.synthesis.plan import RunSetupError, SetupProblems, SetupValueError
 
     problems = SetupProblems("recipe --dry-run")
     with problems.check("synthesis.seed"):

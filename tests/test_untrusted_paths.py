@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hf_context_synthesis.safe_paths import (
+from hf_context_synthesis.utils.paths import (
     LinkRefusedError,
     UnsafeNameError,
     check_name,
@@ -85,7 +85,7 @@ def test_load_dataset_refuses_an_unsafe_task_before_any_request(bad_task, seeds_
     import datasets
 
     import hf_context_synthesis  # noqa: F401 - registers the builder
-    from hf_context_synthesis.seeds import SeedError
+    from hf_context_synthesis.synthesis.seeds import SeedError
 
     seeds = _seed_file(tmp_path / "seeds.jsonl", seeds_dir, bad_task)
     with FakeTGIServer(latency=0.0) as srv:
@@ -102,7 +102,7 @@ def test_load_dataset_refuses_an_unsafe_task_before_any_request(bad_task, seeds_
 
 def test_on_bad_row_skip_does_not_hide_an_unsafe_task(seeds_dir, tmp_path):
     from hf_context_synthesis import SynthesisConfig
-    from hf_context_synthesis.seeds import SeedError, load_seeds
+    from hf_context_synthesis.synthesis.seeds import SeedError, load_seeds
 
     seeds = _seed_file(tmp_path / "seeds.jsonl", seeds_dir, "../../../ESCAPED")
     with pytest.raises(SeedError, match=r"line 3: task '\.\./\.\./\.\./ESCAPED'.*also with on_bad_row='skip'"):
@@ -113,7 +113,7 @@ def test_an_unsafe_task_in_a_dataset_row_is_named_by_row_index(seeds_dir):
     import datasets
 
     from hf_context_synthesis import SynthesisConfig
-    from hf_context_synthesis.seeds import SeedError, load_seeds
+    from hf_context_synthesis.synthesis.seeds import SeedError, load_seeds
 
     rows = _good_rows(seeds_dir, 3)
     for row, task in zip(rows, ["ok", "ok", "/etc/ESCAPED"]):
@@ -169,7 +169,7 @@ def _rows_dataset(folder: Path, tasks: list[str]) -> Path:
     """A dataset folder as ``synthesize`` writes it (``data/train-...parquet``), rows of ``tasks``."""
     import datasets
 
-    from hf_context_synthesis.schema import ROW_FEATURES
+    from hf_context_synthesis.synthesis.schema import ROW_FEATURES
 
     rows = []
     for i, task in enumerate(tasks):
@@ -297,7 +297,7 @@ def test_shards_the_project_did_not_write_are_never_deleted(seeds_dir, tmp_path,
 
 
 def test_a_lock_file_link_is_refused_and_its_target_not_truncated(seeds_dir, tmp_path, capsys):
-    from hf_context_synthesis.output import LOCK_FILE
+    from hf_context_synthesis.synthesis.output import LOCK_FILE
 
     seeds, out = _synth_seeds(tmp_path, seeds_dir), tmp_path / "out"
     out.mkdir()
@@ -361,7 +361,7 @@ def test_a_linked_recipe_model_folder_is_refused(tiny_model_dir, tmp_path, decoy
 
 
 def test_train_refuses_an_output_holding_links(tiny_model_dir, tmp_path, decoy):
-    from hf_context_synthesis.training import TrainingJobArguments, train
+    from hf_context_synthesis.training.trainer import TrainingJobArguments, train
 
     out = tmp_path / "model"
     out.mkdir()
@@ -373,8 +373,8 @@ def test_train_refuses_an_output_holding_links(tiny_model_dir, tmp_path, decoy):
 
 
 def test_shard_cache_files_are_never_written_through_links(tmp_path):
-    from hf_context_synthesis.cache import GenerationCache
-    from hf_context_synthesis.sharding import export_cache, merge_caches
+    from hf_context_synthesis.synthesis.cache import GenerationCache
+    from hf_context_synthesis.scale.sharding import export_cache, merge_caches
 
     cache = tmp_path / "node" / "generations.sqlite"
     cache.parent.mkdir()

@@ -20,7 +20,7 @@ import yaml
 import hf_context_synthesis  # noqa: F401 - registers the builder
 from hf_context_synthesis import SynthesisConfig
 from hf_context_synthesis.cli import main
-from hf_context_synthesis.prompts import PromptTemplateError, render_synthesis_messages, validate_prompt_template
+from hf_context_synthesis.synthesis.prompts import PromptTemplateError, render_synthesis_messages, validate_prompt_template
 from hf_context_synthesis.testing.fake_tgi import FakeTGIServer
 
 DEAD_ENDPOINT = "http://127.0.0.1:9"  # nothing listens: a probe must be refused before any request
@@ -103,7 +103,7 @@ def test_prompt_template_probe_is_refused_by_the_api(tmp_path, seed_folder, name
 def test_render_refuses_the_probe_even_without_validation(tmp_path, name, template, expected):
     """The sandbox is the renderer itself, not only the validator: a template that reaches rendering
     unvalidated (a direct API call) is refused there too."""
-    from hf_context_synthesis.instruction_synthesis import render_instruction_messages
+    from hf_context_synthesis.synthesis.instructions import render_instruction_messages
 
     marker = tmp_path / "MARKER_FILE"
     with pytest.raises(PromptTemplateError, match="unsafe template"):
@@ -114,7 +114,7 @@ def test_render_refuses_the_probe_even_without_validation(tmp_path, name, templa
 
 
 def test_an_unsafe_access_in_a_branch_taken_only_at_run_time_is_refused_when_rendering(tmp_path):
-    from hf_context_synthesis.sandbox import render_template
+    from hf_context_synthesis.utils.templates import render_template
 
     marker = tmp_path / "MARKER_FILE"
     template = f"{{% if task == 'x' %}}{{{{ cycler.__init__.__globals__.os.popen('id > {marker}').read() }}}}{{% endif %}}"
@@ -126,7 +126,7 @@ def test_an_unsafe_access_in_a_branch_taken_only_at_run_time_is_refused_when_ren
 
 @pytest.mark.parametrize(("name", "template", "expected"), FORMAT_PROBES, ids=FORMAT_IDS)
 def test_task_template_probe_is_refused_by_the_api(seed_folder, name, template, expected):
-    from hf_context_synthesis.task_templates import render_task_prompt, validate_template
+    from hf_context_synthesis.synthesis.task_templates import render_task_prompt, validate_template
 
     with pytest.raises(PromptTemplateError) as exc:
         validate_template(template, "hotpotqa")
@@ -138,7 +138,7 @@ def test_task_template_probe_is_refused_by_the_api(seed_folder, name, template, 
 
 
 def test_card_template_probes_are_refused_naming_the_file(tmp_path):
-    from hf_context_synthesis.cards import render_dataset_card, render_model_card
+    from hf_context_synthesis.hub.cards import render_dataset_card, render_model_card
 
     marker = tmp_path / "MARKER_FILE"
     for name, template, expected in JINJA_PROBES:
@@ -159,7 +159,7 @@ def test_card_template_probes_are_refused_naming_the_file(tmp_path):
 
 
 def test_card_template_syntax_error_is_one_line_naming_the_file(tmp_path):
-    from hf_context_synthesis.cards import render_model_card
+    from hf_context_synthesis.hub.cards import render_model_card
 
     path = tmp_path / "card.md"
     path.write_text("# {{ repo_id }\n", encoding="utf-8")
@@ -287,7 +287,7 @@ def test_benign_template_dry_run_succeeds(tmp_path, capsys, seed_folder):
 
 
 def test_benign_card_template_file_renders(tmp_path):
-    from hf_context_synthesis.cards import render_model_card
+    from hf_context_synthesis.hub.cards import render_model_card
 
     path = tmp_path / "card.md"
     path.write_text("---\n{{ card_data }}\n---\n# {{ title }}\n{% if nothing_here %}x{% endif %}done\n", encoding="utf-8")
@@ -298,7 +298,7 @@ def test_benign_card_template_file_renders(tmp_path):
 def test_task_template_fields_are_filled_by_substitution_not_str_format():
     """Braces in documents and instructions are kept; escaped braces in the template become single ones;
     the output equals ``str.format`` on every accepted template."""
-    from hf_context_synthesis.task_templates import GENERIC_TEMPLATE, LONGBENCH_TEMPLATES, render_task_prompt
+    from hf_context_synthesis.synthesis.task_templates import GENERIC_TEMPLATE, LONGBENCH_TEMPLATES, render_task_prompt
 
     docs, question = ["a {b} c", "{input} {context}"], "what is {x.__class__}?"
     for template in [*LONGBENCH_TEMPLATES.values(), GENERIC_TEMPLATE, "{{x}} {context} {{{input}}}"]:

@@ -17,10 +17,10 @@ import pytest
 
 import hf_context_synthesis  # noqa: F401  (registers "context_synthesis" with load_dataset)
 from hf_context_synthesis import SynthesisConfig
-from hf_context_synthesis.cache import CacheWriteError, GenerationCache
+from hf_context_synthesis.synthesis.cache import CacheWriteError, GenerationCache
 from hf_context_synthesis.cli import main
 from hf_context_synthesis.testing.fake_tgi import FakeTGIServer
-from hf_context_synthesis.values import InvalidSettingError, check_float, check_int
+from hf_context_synthesis.utils.values import InvalidSettingError, check_float, check_int
 
 
 @pytest.fixture
@@ -339,7 +339,7 @@ def test_uncreatable_cache_folder_is_one_cli_line(tmp_path, capsys, seed_file):
 )
 def test_disk_failures_outside_the_cache_are_one_line(tmp_path, capsys, monkeypatch, seed_file, failure, expected):
     """Output folder and HF_HOME failures (full, read-only, no permission) print one line with what to do."""
-    import hf_context_synthesis.output as output
+    import hf_context_synthesis.synthesis.output as output
 
     def fail(*args, **kwargs):
         raise failure

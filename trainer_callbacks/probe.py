@@ -1,7 +1,7 @@
 """A cheap lost-in-the-middle probe during training: answer accuracy by the relevant document's position.
 
 :class:`LongContextProbeCallback` takes a few held-out composed rows (``messages``, ``answer``,
-``context_spans``, ``relevant_index``; see :data:`hf_context_synthesis.schema.ROW_FEATURES`) and, for each,
+``context_spans``, ``relevant_index``; see :data:`hf_context_synthesis.synthesis.schema.ROW_FEATURES`) and, for each,
 rebuilds the user prompt with the relevant document moved to the **beginning**, the **middle** and the
 **end** of the document list (the other documents keep their order; the template text around and
 between the documents is kept from the original prompt using ``context_spans``). Every
@@ -10,8 +10,8 @@ short answer for each rebuilt prompt with ``torch.no_grad()`` in eval mode (the 
 its previous mode afterwards) and logs, for each position ``p``:
 
 * ``probe/accuracy@p``: fraction of answers whose normalized text
-  (:func:`hf_context_synthesis.metrics.normalize_answer`) contains the normalized reference answer;
-* ``probe/f1@p``: mean token F1 (:func:`hf_context_synthesis.metrics.qa_f1_score`).
+  (:func:`hf_context_synthesis.evaluation.metrics.normalize_answer`) contains the normalized reference answer;
+* ``probe/f1@p``: mean token F1 (:func:`hf_context_synthesis.evaluation.metrics.qa_f1_score`).
 
 Cost: ``len(examples) * len(positions)`` generations of ``max_new_tokens`` tokens, one prompt at a time
 (no padding, lowest memory). Keep ``examples`` small (default cap 8) and prefer short-answer QA rows:
@@ -28,7 +28,7 @@ from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from hf_context_synthesis.metrics import TASK_METRICS, normalize_answer, qa_f1_score
+from hf_context_synthesis.evaluation.metrics import TASK_METRICS, normalize_answer, qa_f1_score
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Push the model, tokenizer and a model card to the Hub from inside ``transformers.Trainer`` / TRL's ``SFTTrainer``.
 
-:class:`HubPushCallback` pushes (with :func:`hf_context_synthesis.hub.upload_folder_as_one_commit`, one
+:class:`HubPushCallback` pushes (with :func:`hf_context_synthesis.hub.publish.upload_folder_as_one_commit`, one
 commit per push, transient errors retried):
 
 * at every checkpoint save (``push_on_save=True``): the ``checkpoint-<step>`` folder the Trainer just wrote,
@@ -32,10 +32,10 @@ from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from hf_context_synthesis.hub import (
+from hf_context_synthesis.hub.publish import (
     TRAINER_STATE_FILE,
     HubPublishError,
-    _hub_api,
+    hub_api,
     hyperparameters_from_args,
     prepare_model_folder,
     upload_folder_as_one_commit,
@@ -98,7 +98,7 @@ class HubPushCallback(TrainerCallback):
         self.max_attempts = max_attempts
         self.backoff_base = backoff_base
         self.card_kwargs = dict(card_kwargs or {})
-        self._api = _hub_api(token, endpoint)  # holds the token; never printed
+        self._api = hub_api(token, endpoint)  # holds the token; never printed
         self._pending: list[tuple[int, Future]] = []
         self._errors: list[str] = []
         self.commits: list[Any] = []
@@ -198,7 +198,7 @@ class HubPushCallback(TrainerCallback):
         except Exception as err:  # noqa: BLE001
             errors.append(str(err))
         if errors:
-            from hf_context_synthesis.secrecy import redact
+            from hf_context_synthesis.utils.secrecy import redact
 
             detail = " ".join("; ".join(errors).split())  # one line
             self.push_error = redact(

@@ -75,7 +75,7 @@ def find_counting_collator(obj: Any, max_depth: int = 6) -> Any | None:
     return None
 
 
-def _sum_over_ranks(values: list[float], op: str = "sum") -> tuple[list[float], int]:
+def sum_over_ranks(values: list[float], op: str = "sum") -> tuple[list[float], int]:
     """``values`` reduced over the ranks (``all_reduce``, ``op`` ``"sum"`` or ``"max"``), and the number of ranks."""
     try:
         import torch
@@ -164,7 +164,7 @@ class ThroughputCallback(TrainerCallback):
         self._hook = model.register_forward_pre_hook(self._forward_pre_hook, with_kwargs=True)
 
     def _global_counts(self) -> tuple[float, float]:
-        (real, batch), self.world_size = _sum_over_ranks(
+        (real, batch), self.world_size = sum_over_ranks(
             [float(self.local["real_tokens"]), float(self.local["batch_tokens"])]
         )
         self._global = (real, batch)

@@ -182,10 +182,10 @@ def run_requests(
                 on_result(res)
         return out  # type: ignore[return-value]
 
-    return _run_coro(_run())
+    return run_coro(_run())
 
 
-def _run_coro(coro: Any) -> Any:
+def run_coro(coro: Any) -> Any:
     """Run a coroutine from sync code, also when a loop is already running (notebooks)."""
     try:
         asyncio.get_running_loop()

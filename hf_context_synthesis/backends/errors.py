@@ -53,9 +53,9 @@ def redact_message(text: str) -> str:
     """Redaction hook: every message built from a server body passes through here before it is shown.
 
     Every token in play (endpoint token, ``HF_TOKEN``, the login cache, URL passwords) is replaced by
-    ``***`` (:func:`hf_context_synthesis.secrecy.redact`).
+    ``***`` (:func:`hf_context_synthesis.utils.secrecy.redact`).
     """
-    from ..secrecy import redact
+    from ..utils.secrecy import redact
 
     return redact(text)
 

@@ -42,7 +42,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..urls import sanitize_url
+from ..utils.urls import sanitize_url
 from .base import GenerationBackend, GenerationRequest, GenerationResult
 from .errors import EndpointRouteError, EndpointUnreachableError, ModelDiscoveryError
 from .retry import FatalRequestError, RetryableError, RetryPolicy

@@ -41,8 +41,8 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.utils import build_hf_headers
 
-from ..secrecy import endpoint_token, redact, register_secret
-from ..urls import sanitize_url, validate_endpoint
+from ..utils.secrecy import endpoint_token, redact, register_secret
+from ..utils.urls import sanitize_url, validate_endpoint
 from .adaptive import AdaptiveLimiter
 from .base import GenerationBackend, GenerationRequest, GenerationResult
 from .errors import (
@@ -110,7 +110,7 @@ class TGIBackendConfig:
             the login cache), asked for explicitly; ``None``: the Hub token only when the endpoint is
             a Hugging Face host (Inference Endpoints, Spaces), else no ``Authorization`` header (the
             Hub token never goes elsewhere unless asked); ``False``: no ``Authorization`` header.
-            Never logged or shown in reprs (see :mod:`hf_context_synthesis.secrecy`).
+            Never logged or shown in reprs (see :mod:`hf_context_synthesis.utils.secrecy`).
         headers: Extra HTTP headers (values are hidden in reprs).
 
     Credentials in the URL (``https://user:password@host``) are sent as HTTP Basic auth (the URL

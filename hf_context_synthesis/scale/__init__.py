@@ -1,5 +1,5 @@
 """Synthesis scale-out across machines: shards on Ray (this package) or a Slurm array
-(``examples/slurm_array.sh``), then one merge (:func:`hf_context_synthesis.sharding.merge_shards`).
+(``examples/slurm_array.sh``), then one merge (:func:`hf_context_synthesis.scale.sharding.merge_shards`).
 
 ``ray`` is an optional extra: ``pip install "hf-context-synthesis[ray]"``.
 """
@@ -8,12 +8,18 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["RaySynthesisResult", "synthesize_on_ray", "shard_concurrency"]
+_RAY = ("RaySynthesisResult", "synthesize_on_ray", "shard_concurrency")
+_SHARDING = ("export_cache", "synthesize_shard", "merge_shards")
+__all__ = [*_RAY, *_SHARDING]
 
 
 def __getattr__(name: str) -> Any:
-    if name in __all__:
+    if name in _RAY:  # imports ray (the optional extra) only when used
         from . import ray_shards
 
         return getattr(ray_shards, name)
+    if name in _SHARDING:
+        from . import sharding
+
+        return getattr(sharding, name)
     raise AttributeError(name)

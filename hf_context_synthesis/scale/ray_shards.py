@@ -23,8 +23,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import SynthesisConfig
-from ..report import SynthesisReport
+from ..synthesis.config import SynthesisConfig
+from ..synthesis.report import SynthesisReport
 
 logger = logging.getLogger(__name__)
 
@@ -76,13 +76,13 @@ def _run_shard(
     """One Ray task: generate shard ``index`` locally, then publish it under ``<output>/shards/``."""
     import fsspec
 
-    from ..sharding import export_cache, synthesize_shard
+    from .sharding import export_cache, synthesize_shard
 
     fs, root = fsspec.core.url_to_fs(output, **storage_options)
     shard_dir = _join(root, "shards", f"shard-{index:05d}")
     local_fs = "file" in ((fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol))
     if local_fs:  # a shard is published into the output's own folders, never through a link
-        from ..safe_paths import refuse_links
+        from ..utils.paths import refuse_links
 
         refuse_links(_join(root, "shards"), shard_dir, _join(shard_dir, "attempts"),
                      *(_join(shard_dir, n) for name in PUBLISHED_FILES for n in (name, f".{name}.partial")),
@@ -124,7 +124,7 @@ def synthesize_on_ray(
         config: The synthesis settings (its ``shard_index``/``num_shards``/``generation_cache_dir``
             are set per task).
         num_shards: Shards (tasks); the seeds are split into contiguous blocks as
-            :func:`~hf_context_synthesis.sharding.shard_bounds` does.
+            :func:`~hf_context_synthesis.scale.sharding.shard_bounds` does.
         output: A path or fsspec URI every node sees; shards publish to ``<output>/shards/`` and the
             merged dataset goes to ``<output>/dataset``.
         max_retries: Ray retries of a shard whose worker died or raised (the retry resumes from the
@@ -147,7 +147,7 @@ def synthesize_on_ray(
     import fsspec
     import ray
 
-    from ..sharding import merge_shards
+    from .sharding import merge_shards
 
     if num_shards < 1:
         raise ValueError(f"num_shards must be >= 1, got {num_shards}")

@@ -595,14 +595,11 @@ def hub_endpoint(url: str) -> Iterator[None]:
     patch(constants, "HUGGINGFACE_CO_URL_TEMPLATE", url + "/{repo_id}/resolve/{revision}/{filename}")
     patch(constants, "HF_HUB_OFFLINE", False)
     patch(hf_api.api, "endpoint", url)
-    try:
-        import datasets.config as dconfig
+    import datasets.config as dconfig
 
-        patch(dconfig, "HF_ENDPOINT", url)
-        patch(dconfig, "HUB_DATASETS_URL", url + "/datasets/{repo_id}/resolve/{revision}/{path}")
-        patch(dconfig, "HF_HUB_OFFLINE", False)
-    except ImportError:  # pragma: no cover
-        pass
+    patch(dconfig, "HF_ENDPOINT", url)
+    patch(dconfig, "HUB_DATASETS_URL", url + "/datasets/{repo_id}/resolve/{revision}/{path}")
+    patch(dconfig, "HF_HUB_OFFLINE", False)
     with contextlib.suppress(ImportError):
         import transformers.utils.hub as thub
 

@@ -8,9 +8,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..composition import compose_examples
-from ..config import SynthesisConfig
-from ..seeds import SeedExample
+from ..synthesis.composition import compose_examples
+from ..synthesis.config import SynthesisConfig
+from ..synthesis.seeds import SeedExample
 
 
 def read_seed_examples(seeds_dir: str | os.PathLike[str], tasks: Sequence[str], per_task: int) -> list[SeedExample]:

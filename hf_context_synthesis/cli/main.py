@@ -1,0 +1,250 @@
+"""The ``context-synthesis`` command line.
+
+The parser, the verbosity flags, logging set-up and the error mapping. Each subcommand lives in its own
+module of this package (``synthesize``, ``merge``, ``train``, ``push_dataset``, ``push_model``, ``evaluate``,
+``run``, ``demo``, ``cache``) exposing ``add_arguments(parser)`` and ``run(args) -> int``; only the module of the
+command at hand is imported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import re
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ..utils.fields import did_you_mean
+
+logger = logging.getLogger(__name__)
+
+DESCRIPTION = """\
+Long-context instruction data from short instruction-answer pairs by context synthesis
+(arXiv 2502.15592): an LLM writes the missing background document of every seed pair, each
+example hides it among distractor documents, and fine-tuning trains on the answers with
+long-sequence packing.
+
+Start with 'context-synthesis demo' (offline, under a minute on a CPU), then
+'context-synthesis run RECIPE.yaml --dry-run'. Every subcommand has --help."""
+
+#: subcommand -> (module of hf_context_synthesis.cli with ``add_arguments(parser)`` and ``run(args)``, help)
+COMMANDS = {
+    "synthesize": ("synthesize", "Synthesize contexts and write a dataset folder."),
+    "merge": ("merge", "Merge shard caches (synthesize --num-shards N) into one dataset."),
+    "train": ("train", "Fine-tune with packing (TRL SFTTrainer)."),
+    "push-dataset": ("push_dataset", "Publish a dataset to the Hub."),
+    "push-model": ("push_model", "Publish a tuned model to the Hub."),
+    "evaluate": ("evaluate", "LongBench document-level evaluation."),
+    "run": ("run", "Run a recipe: synthesize -> train -> evaluate -> push."),
+    "demo": ("demo", "The offline demo recipe (tiny model, loopback server)."),
+    "cache": ("cache", "Rebuild a damaged generation cache (--rebuild PATH), keeping what can be read."),
+}
+#: built in full even when another command was asked for (light: they import only the settings)
+ALWAYS_BUILT = ("synthesize", "merge")
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the description's line breaks and shows each option's default when its help does not."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            action.option_strings
+            and "default" not in text
+            and default not in (None, False, argparse.SUPPRESS, [], "")
+            and not isinstance(action, (argparse._HelpAction, argparse._VersionAction, argparse._CountAction))
+        ):
+            text += " [default: %(default)s]"
+        return text
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` with this CLI's formatter and no abbreviated flags."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        kwargs.setdefault("allow_abbrev", False)  # a typo is an error with a suggestion, not a silent prefix match
+        super().__init__(*args, **kwargs)
+        self.before_help: Callable[[], None] | None = None
+
+    def format_help(self) -> str:
+        if self.before_help is not None:
+            hook, self.before_help = self.before_help, None
+            hook()
+        return super().format_help()
+
+
+def add_verbosity_arguments(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
+    """``-v``/``-q`` (repeatable) on the top-level parser and on every subcommand."""
+    default = 0 if top else argparse.SUPPRESS
+    parser.add_argument("-v", "--verbose", action="count", default=default,
+                        help="More log output (-v: debug lines of this package, -vv: of every library).")
+    parser.add_argument("-q", "--quiet", action="count", default=default,
+                        help="Less log output (-q: warnings and errors only, -qq: errors only).")
+
+
+def _version() -> str:
+    from .._version import __version__
+
+    return f"context-synthesis (hf-context-synthesis) {__version__}"
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The ``context-synthesis`` parser; ``only`` imports just that subcommand's module (fast start)."""
+    parser = ArgumentParser(prog="context-synthesis", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=_version())
+    add_verbosity_arguments(parser, top=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=ArgumentParser)
+    for name, (module, help_text) in COMMANDS.items():
+        if only is not None and name != only and name not in ALWAYS_BUILT:
+            sub.add_parser(name, help=help_text)  # listed in --help; its module is not imported
+            continue
+        command = importlib.import_module(f"{__package__}.{module}")
+        p = sub.add_parser(name, help=help_text, description=getattr(command, "DESCRIPTION", help_text))
+        command.add_arguments(p)
+        add_verbosity_arguments(p)
+        p.set_defaults(_run=command.run)
+    return parser
+
+
+def configure_logging(args: argparse.Namespace) -> None:
+    """Root logging from ``-v``/``-q``/``--log-level``; third-party chatter kept down.
+
+    Default: INFO for this package, WARNING for other libraries; httpx/httpcore request lines only
+    with ``-vv``. huggingface_hub's and datasets' own handlers stop propagating so each of their
+    warnings is printed once, not twice.
+    """
+    verbose, quiet = int(getattr(args, "verbose", 0) or 0), int(getattr(args, "quiet", 0) or 0)
+    level = logging.INFO
+    if verbose:
+        level = logging.DEBUG
+    elif quiet:
+        level = logging.WARNING if quiet == 1 else logging.ERROR
+    explicit = str(getattr(args, "log_level", "INFO") or "INFO").upper()
+    if explicit != "INFO":
+        level = getattr(logging, explicit, level)
+    root_level = logging.WARNING if level < logging.WARNING and verbose < 2 else level
+    root = logging.getLogger()
+    if not root.handlers:  # keep handlers the host process installed (e.g. pytest's)
+        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    root.setLevel(root_level)
+    logging.getLogger("hf_context_synthesis").setLevel(level)
+    noisy_level = logging.DEBUG if verbose >= 2 else max(level, logging.WARNING)
+    for name in ("httpx", "httpcore", "urllib3", "filelock", "asyncio", "matplotlib", "PIL"):
+        logging.getLogger(name).setLevel(noisy_level)
+    for name in ("huggingface_hub", "datasets"):
+        lib = logging.getLogger(name)
+        if lib.handlers:
+            lib.propagate = False
+        lib.setLevel(max(level, logging.WARNING) if verbose < 2 else logging.DEBUG)
+
+
+def _subparser(parser: argparse.ArgumentParser, command: str | None) -> argparse.ArgumentParser:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+            return action.choices[command]
+    return parser
+
+
+def _unknown_arguments_error(parser: argparse.ArgumentParser, command: str | None, extras: list[str]) -> None:
+    target = _subparser(parser, command)
+    options = [s for a in target._actions for s in a.option_strings]
+    parts = []
+    for item in extras:
+        flag = item.split("=", 1)[0]
+        parts.append(item + (did_you_mean(flag, options) if flag.startswith("-") else ""))
+    target.error("unrecognized arguments: " + " ".join(parts))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    # import only the module of the subcommand at hand (--help imports none)
+    parser = build_parser(only=command if command in COMMANDS else "")
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        _unknown_arguments_error(parser, command, extras)
+    configure_logging(args)
+    if command in ("train", "evaluate", "run", "demo") or getattr(args, "endpoint", "") is None:
+        _never_prompt_for_remote_code()  # these load models with transformers
+    try:
+        return int(args._run(args) or 0)
+    except Exception as err:  # clear one-line errors for the failures a user can act on
+        expected = _expected_failure(err, args)
+        if expected is None:
+            raise  # a bug: keep the traceback
+        from ..utils.secrecy import redact
+
+        message, code = expected
+        print(f"error: {redact(message)}", file=sys.stderr)
+        return code
+
+
+def _never_prompt_for_remote_code() -> None:
+    """A model with custom code is refused unless ``trust_remote_code`` is set: transformers' interactive
+    "Do you wish to run the custom code? [y/N]" prompt (where a shared recipe's model could be run with
+    one keystroke) is turned off for this process, so loading fails at once with one error line."""
+    try:
+        import transformers.dynamic_module_utils as dynamic
+    except ImportError:  # pragma: no cover - transformers missing: nothing loads models
+        return
+    dynamic.TIME_OUT_REMOTE_CODE = 0
+
+
+def _expected_failure(err: Exception, args: argparse.Namespace) -> tuple[str, int] | None:
+    """``(message, exit code)`` of a failure a user can act on (2: bad settings, 1: the run could not
+    go on), or ``None`` for anything else. Library errors known to span lines (refused pickles and
+    remote code, YAML errors, full or read-only disks) become one line naming what to do."""
+    import errno
+    import pickle
+    import sqlite3
+
+    text = str(err)
+    model = next((v for v in (getattr(args, "model", None), getattr(args, "model_name_or_path", None))
+                  if isinstance(v, str) and v), None)
+    if type(err).__module__.startswith("yaml"):
+        from ..utils.values import yaml_error_message
+
+        mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+        return yaml_error_message(getattr(mark, "name", None) or "YAML input", err), 2
+    if isinstance(err, pickle.UnpicklingError):
+        detail = next((line.strip() for line in text.splitlines() if "GLOBAL" in line or "Unsupported" in line), "")
+        return (f"refused to load pickled weights{f' of {model}' if model else ''} (torch.load with "
+                f"weights_only=True{': ' + detail if detail else ''}): a .bin/.pt checkpoint can run code when it "
+                f"is loaded; use its safetensors weights (model.safetensors), or convert a copy you trust", 1)
+    if isinstance(err, ValueError) and "trust_remote_code" in text:
+        found = re.search(r"The repository (\S+) ", text)
+        repo = found.group(1) if found else model or "the model"
+        return (f"{repo} contains custom code that loading it would run; refused (trust_remote_code is off): use a "
+                f"model whose architecture transformers ships, or set trust_remote_code only for code you have read "
+                f"and trust", 1)
+    if isinstance(err, (ValueError, TypeError)):
+        return text, 2
+    if isinstance(err, sqlite3.Error):
+        from ..synthesis.cache import write_error_for
+
+        cache_error = write_error_for(err, None)
+        return (cache_error.strerror, 1) if cache_error is not None else None
+    if isinstance(err, OSError):
+        if type(err).__module__ != "builtins" or err.errno not in (errno.ENOSPC, errno.EROFS, errno.EACCES):
+            return text, 1
+        where = f": {err.filename}" if err.filename else ""
+        if err.errno == errno.ENOSPC:
+            hint = ("free space on the disk of the output folder, the generation cache or HF_HOME and rerun "
+                    "(finished generations are reused)")
+        else:
+            hint = "choose a writable output folder, generation_cache_dir or HF_HOME (read-only file system or no permission)"
+        return f"{err.strerror or text}{where}: {hint}", 1
+    from ..backends.fleet import NoHealthyEndpointError
+    from ..synthesis.report import SynthesisError
+
+    if isinstance(err, (NoHealthyEndpointError, SynthesisError)):
+        return text, 1
+    return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Evaluation: LongBench v1/v2 runners and scoring, needles, context dependence."""

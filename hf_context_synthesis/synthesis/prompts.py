@@ -1,0 +1,107 @@
+"""The synthesis prompt (seed pair -> request for the missing context) and output parsing.
+
+The default reproduces the paper's prompt (arXiv 2502.15592, reference scripts): a system message
+asking for the missing context only, starting with ``Context:``, and a user message showing the
+question-answer pair with the context marked ``[MISSING]``. Users override it with a jinja2
+template that receives ``instruction``, ``answer``, ``task`` and ``context_words``; it is rendered in
+jinja2's sandbox (:mod:`hf_context_synthesis.utils.templates`), so a template from a shared recipe cannot run
+code or read files. The system prompt is sent as plain text, never rendered.
+"""
+
+from __future__ import annotations
+
+import re
+
+import jinja2
+
+from ..utils.templates import PromptTemplateError, check_template, compile_template, render_template
+
+__all__ = [
+    "DEFAULT_PROMPT_TEMPLATE",
+    "DEFAULT_SYSTEM_PROMPT",
+    "INSTRUCTION_TEMPLATE_VARIABLES",
+    "PromptTemplateError",
+    "SYNTHESIS_TEMPLATE_VARIABLES",
+    "parse_context",
+    "render_synthesis_messages",
+    "validate_prompt_template",
+]
+
+DEFAULT_SYSTEM_PROMPT = (
+    "Please infer the missing context. Always start with ``Context:'' and do not provide any explanation."
+)
+
+DEFAULT_PROMPT_TEMPLATE = (
+    "Context: [MISSING]\n"
+    "Question: {{ instruction }}\n"
+    "Answer: {{ answer }}\n\n"
+    "The above is a question-answer pair based on a context which is missing. Write the missing context to "
+    "provide relevant background information that leads to both the question and the answer, ensuring that "
+    "any necessary numerical or factual details are included. The context also should include relevant details "
+    "about the character, their environment, aspirations, challenges, and relationships. It should be "
+    "sufficiently detailed to reach approximately {{ context_words }} words."
+)
+
+_CONTEXT_MARKER = re.compile(r"(?:\*\*|__)?\s*context\s*:\s*(?:\*\*|__)?", re.IGNORECASE)
+
+
+def _compile(template: str, setting: str = "prompt_template") -> jinja2.Template:
+    """``template`` compiled in the sandbox (:mod:`hf_context_synthesis.utils.templates`; cached there)."""
+    return compile_template(template, setting)
+
+
+#: Variables a synthesis ``prompt_template`` receives (sample values for the dry render).
+SYNTHESIS_TEMPLATE_VARIABLES = {
+    "instruction": "What is the name of the miller?",
+    "answer": "Anna",
+    "task": "hotpotqa",
+    "context_words": 2000,
+}
+#: Variables an ``instruction_synthesis`` ``prompt_template`` receives.
+INSTRUCTION_TEMPLATE_VARIABLES = {"chunk": "The mill stood by the river.", "task": "hotpotqa"}
+
+
+def validate_prompt_template(
+    template: str, variables: dict[str, object] | None = None, name: str = "prompt_template"
+) -> None:
+    """Compile ``template`` in the sandbox and render it once with sample ``variables`` (default: the
+    synthesis prompt's), raising :class:`PromptTemplateError` naming ``name``, the line and the cause on a
+    syntax error, a variable the template uses but does not receive, a failing render, or an unsafe
+    construct (private attributes such as ``__globals__``, ``{% include %}``/``{% import %}``/``{% extends %}``)."""
+    check_template(template, SYNTHESIS_TEMPLATE_VARIABLES if variables is None else variables, name)
+
+
+def render_synthesis_messages(
+    instruction: str,
+    answer: str,
+    *,
+    task: str = "",
+    context_words: int = 2000,
+    template: str | None = None,
+    system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+) -> tuple[dict[str, str], ...]:
+    """Build the chat messages that ask the generator for the missing context of one seed pair."""
+    user = render_template(
+        _compile(template or DEFAULT_PROMPT_TEMPLATE),
+        {"instruction": instruction, "answer": answer, "task": task, "context_words": context_words},
+        "prompt_template",
+    )
+    messages: list[dict[str, str]] = []
+    if system_prompt:
+        messages.append({"role": "system", "content": system_prompt})
+    messages.append({"role": "user", "content": user})
+    return tuple(messages)
+
+
+def parse_context(text: str, *, require_marker: bool = True) -> str | None:
+    """Return the synthesized context: the text after the first ``Context:`` marker, stripped.
+
+    Tolerates markdown bold (``**Context:**``) and any case. Without a marker, returns the whole
+    stripped text when ``require_marker`` is false, else ``None``. Empty results are ``None``.
+    """
+    match = _CONTEXT_MARKER.search(text or "")
+    if match is None:
+        body = (text or "").strip() if not require_marker else ""
+    else:
+        body = text[match.end() :].strip()
+    return body or None

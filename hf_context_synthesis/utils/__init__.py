@@ -1,0 +1,1 @@
+"""Leaf helpers shared by every stage (no imports of other sub-packages)."""
