@@ -41,6 +41,7 @@ __all__ = [
     "build_trainer",
     "default_sft_config",
     "load_training_dataset",
+    "model_load_kwargs",
     "train",
 ]
 
@@ -59,6 +60,62 @@ RECORDED_HYPERPARAMETERS = (
     "max_length",
     "seed",
 )
+
+
+#: ``TrainingJobArguments.master_weights`` values.
+MASTER_WEIGHTS = ("fp32", "checkpoint")
+
+_LOW_PRECISION_WARNING = (
+    "training with %s master weights (%s): an update smaller than half a unit in the last place is rounded "
+    "away (at lr 2e-5 most bf16 weights of a N(0, 0.02) layer do not move) and the optimizer state is %s too. "
+    "Load in float32 (master_weights='fp32', the default) unless this is intended."
+)
+
+
+def model_load_kwargs(sft_config: Any, master_weights: str = "fp32") -> dict[str, Any]:
+    """``from_pretrained`` keyword arguments of the model to train.
+
+    ``SFTConfig.model_init_kwargs`` plus a dtype: with ``master_weights="fp32"`` and no explicit dtype (or
+    ``"auto"``, transformers 5's default, which keeps a bf16 checkpoint in bf16) the weights load in float32
+    and ``bf16``/``fp16`` autocast does the low-precision compute, as TRL's own loader does. An explicit
+    low-precision dtype, or ``master_weights="checkpoint"``, trains in that dtype, with a warning naming the
+    rounding risk.
+    """
+    import torch
+
+    if master_weights not in MASTER_WEIGHTS:
+        raise ValueError(f"master_weights must be one of {MASTER_WEIGHTS}, got {master_weights!r}")
+    kwargs = dict(getattr(sft_config, "model_init_kwargs", None) or {})
+    key = "torch_dtype" if "torch_dtype" in kwargs and "dtype" not in kwargs else "dtype"
+    dtype = kwargs.pop("torch_dtype", None) if key == "torch_dtype" else kwargs.get("dtype")
+    explicit = dtype not in (None, "auto")
+    if not explicit and master_weights == "fp32":
+        dtype = torch.float32
+    elif not explicit:
+        dtype = "auto"
+    if isinstance(dtype, str) and dtype != "auto":
+        dtype = getattr(torch, dtype)
+    if dtype in (torch.bfloat16, torch.float16):
+        name = str(dtype).removeprefix("torch.")
+        logger.warning(_LOW_PRECISION_WARNING, name, "dtype in SFTConfig.model_init_kwargs", name)
+    elif dtype == "auto":
+        logger.warning(
+            "master_weights='checkpoint': weights keep the checkpoint's dtype; a bf16/fp16 checkpoint trains in pure "
+            "low precision (updates below half an ulp are rounded away, at lr 2e-5 most bf16 weights do not move)"
+        )
+    kwargs["dtype"] = dtype
+    return kwargs
+
+
+def warn_low_precision_master_weights(model: Any) -> bool:
+    """Warn when ``model``'s trainable parameters are bf16/fp16 (pure low-precision training); return whether."""
+    import torch
+
+    dtypes = {p.dtype for p in model.parameters() if p.requires_grad} if hasattr(model, "parameters") else set()
+    low = sorted(str(d).removeprefix("torch.") for d in dtypes & {torch.bfloat16, torch.float16})
+    if low:
+        logger.warning(_LOW_PRECISION_WARNING, "/".join(low), "model given in that dtype", "/".join(low))
+    return bool(low)
 
 
 @dataclass
@@ -134,6 +191,15 @@ class TrainingJobArguments:
         default=None,
         metadata={"help": "Hub repo id to push the model, tokenizer and card to at save/train end (HubPushCallback)."},
     )
+    master_weights: str = field(
+        default="fp32",
+        metadata={
+            "help": "'fp32': load the trainable weights in float32 (bf16/fp16 autocast computes in low precision, "
+            "as TRL's loader does); 'checkpoint': keep the checkpoint's dtype (pure bf16 training: a 2e-5 update "
+            "is rounded away for most bf16 weights). An explicit dtype in SFTConfig.model_init_kwargs wins.",
+            "choices": ["fp32", "checkpoint"],
+        },
+    )
 
     def __post_init__(self) -> None:
         from ..utils.values import Range, check_dataclass_fields
@@ -147,6 +213,8 @@ class TrainingJobArguments:
             raise ValueError(f"row_order must be 'shuffle' or 'balanced', got {self.row_order!r}")
         if self.probe_every_steps < 0 or self.probe_examples < 0:
             raise ValueError("probe_every_steps and probe_examples must be >= 0")
+        if self.master_weights not in MASTER_WEIGHTS:
+            raise ValueError(f"master_weights must be one of {MASTER_WEIGHTS}, got {self.master_weights!r}")
 
     def packing_config(self, max_length: int, num_proc: int | None = None):
         """The :class:`~hf_context_synthesis.training.packing.PackingConfig` of this job (``num_proc``: tokenization
@@ -506,6 +574,7 @@ def build_trainer(
     *,
     base_model: str | None = None,
     dataset_name: str | None = None,
+    master_weights: str = "fp32",
 ) -> ContextSynthesisSFTTrainer:
     """A :class:`ContextSynthesisSFTTrainer` on packed data.
 
@@ -524,6 +593,9 @@ def build_trainer(
             reported with each log.
         eval_dataset: Optional, raw or packed like ``train_dataset``.
         base_model / dataset_name: Recorded in :data:`SUMMARY_FILE` (default: the model's name_or_path).
+        master_weights: How a model id/folder loads (:func:`model_load_kwargs`): ``"fp32"`` weights by
+            default, ``"checkpoint"`` keeps its dtype. A model object given in bf16/fp16 is trained as it is,
+            with a warning.
     """
     import datasets
 
@@ -542,7 +614,9 @@ def build_trainer(
         from transformers import AutoModelForCausalLM
 
         base_model = base_model or model
-        model = AutoModelForCausalLM.from_pretrained(model, **(sft_config.model_init_kwargs or {}))
+        model = AutoModelForCausalLM.from_pretrained(model, **model_load_kwargs(sft_config, master_weights))
+    else:
+        warn_low_precision_master_weights(model)
     base_model = base_model or getattr(getattr(model, "config", None), "_name_or_path", None)
     if packing.cpu_packed_attention and _trains_on_cpu(sft_config):
         from .attention import use_packed_sdpa_on_cpu
@@ -668,9 +742,9 @@ def train(job: TrainingJobArguments, sft_config: trl.SFTConfig | None = None) ->
     tokenizer = AutoTokenizer.from_pretrained(job.model, trust_remote_code=sft_config.trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(
-        job.model, trust_remote_code=sft_config.trust_remote_code, **(sft_config.model_init_kwargs or {})
-    )
+    load = model_load_kwargs(sft_config, job.master_weights)
+    load.setdefault("trust_remote_code", sft_config.trust_remote_code)
+    model = AutoModelForCausalLM.from_pretrained(job.model, **load)
     dataset = load_training_dataset(job.dataset, job.dataset_split, job.dataset_cache_dir)
     callbacks: list[Any] = []
     if job.probe_every_steps > 0 and job.probe_examples > 0:
@@ -706,6 +780,7 @@ def train(job: TrainingJobArguments, sft_config: trl.SFTConfig | None = None) ->
         callbacks=callbacks,
         base_model=job.model,
         dataset_name=job.dataset,
+        master_weights=job.master_weights,
     )
     trainer.train(resume_from_checkpoint=sft_config.resume_from_checkpoint)
     trainer.save_model(job.output)
