@@ -181,6 +181,7 @@ def answer_log_likelihoods(
                 "input_ids": input_ids.to(device),
                 "attention_mask": attention.to(device),
                 "position_ids": position_ids.to(device),
+                "use_cache": False,  # one scoring forward: a cache would only cost memory
             }
             with torch.inference_mode():
                 try:

@@ -23,7 +23,15 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PACKED_SDPA", "packed_sdpa_attention", "register_packed_sdpa", "use_packed_sdpa_on_cpu"]
+__all__ = [
+    "PACKED_SDPA",
+    "PackedAttentionError",
+    "guard_packed_forward",
+    "packed_rows_unsafe_reason",
+    "packed_sdpa_attention",
+    "register_packed_sdpa",
+    "use_packed_sdpa_on_cpu",
+]
 
 PACKED_SDPA = "packed_sdpa"
 
@@ -92,4 +100,65 @@ def use_packed_sdpa_on_cpu(model: Any) -> bool:
         logger.info("packed_sdpa not applied (%s); packed rows use %s attention over a dense mask", err, impl)
         return False
     logger.info("CPU: attention switched from %s to packed_sdpa (each packed example attends alone)", impl)
+    return True
+
+
+class PackedAttentionError(ValueError):
+    """A forward on packed rows whose attention path would let the packed documents attend to each other."""
+
+
+def _reads_boundaries(impl: str | None, has_cu_seq_lens: bool) -> bool:
+    """Whether ``impl`` keeps packed documents apart from the batch's own boundaries, whatever the mask."""
+    name = str(impl or "")
+    if "flash" in name:  # flash-attention varlen: cu_seq_lens kwargs or position_ids restarts
+        return True
+    return name == PACKED_SDPA and has_cu_seq_lens
+
+
+def packed_rows_unsafe_reason(impl: str | None, use_cache: bool, has_cu_seq_lens: bool) -> str | None:
+    """Why a forward of packed rows (no attention mask, ``position_ids`` restarting per document) would mix
+    documents on attention implementation ``impl``, or ``None`` when it keeps them apart.
+
+    transformers builds the block-diagonal mask of a packed row from the ``position_ids`` restarts only when
+    there is no cache: with ``use_cache=True`` eager/sdpa/flex (and packed_sdpa without ``cu_seq_lens``)
+    attend over the whole row causally, so each document sees the ones before it.
+    """
+    if not use_cache or _reads_boundaries(impl, has_cu_seq_lens):
+        return None
+    return (
+        f"packed rows on attn_implementation={impl!r} with use_cache=True: transformers ignores the position_ids "
+        "restarts when a cache is built, so the packed documents would attend to each other. Run the model with "
+        "use_cache=False (the trainer does) or use flash-attention varlen / packed_sdpa with cu_seq_lens"
+    )
+
+
+def _position_restarts(position_ids: Any) -> bool:
+    pos = position_ids.reshape(-1, position_ids.shape[-1])
+    return pos.shape[-1] > 1 and bool(((pos[:, 1:] - pos[:, :-1]) != 1).any())
+
+
+def _guard_hook(module: Any, args: tuple, kwargs: dict[str, Any]) -> None:
+    position_ids = kwargs.get("position_ids")
+    if position_ids is None or kwargs.get("attention_mask") is not None or kwargs.get("past_key_values") is not None:
+        return None  # not a packed row (a mask or a running cache means padded batches / generation steps)
+    config = getattr(module, "config", None)
+    use_cache = kwargs.get("use_cache")
+    if use_cache is None:
+        use_cache = bool(getattr(config, "use_cache", False))
+    impl = getattr(config, "_attn_implementation", None)
+    reason = packed_rows_unsafe_reason(impl, bool(use_cache), kwargs.get("cu_seq_lens_q") is not None)
+    if reason is not None and _position_restarts(position_ids):
+        raise PackedAttentionError(reason)
+    return None
+
+
+def guard_packed_forward(model: Any) -> bool:
+    """Make every forward of ``model`` refuse packed rows on a path that would mix their documents
+    (:func:`packed_rows_unsafe_reason`); idempotent. Returns whether a guard was installed (``False`` for
+    objects without forward hooks)."""
+    if getattr(model, "_context_synthesis_packed_guard", None) is not None:
+        return True
+    if not hasattr(model, "register_forward_pre_hook"):
+        return False
+    model._context_synthesis_packed_guard = model.register_forward_pre_hook(_guard_hook, with_kwargs=True)
     return True

@@ -323,6 +323,11 @@ class ContextSynthesisSFTTrainer(trl.SFTTrainer):
             kwargs["data_collator"] = PackedDataCollator(pad_token_id=pad if isinstance(pad, int) else 0)
         super().__init__(*args, **kwargs)
         _refuse_mask_over_packed_rows(self.data_collator, self.train_dataset)
+        from .attention import guard_packed_forward
+
+        # any forward of this model on packed rows (training, evaluation, a user loop) with a cache on an
+        # attention path that ignores the documents' boundaries raises instead of mixing the documents
+        guard_packed_forward(self.model)
         # TRL refuses packing with context parallelism (cp drops the block-diagonal mask, so packed examples
         # would attend to each other); our rows are packed although TRL sees packing=False
         parallelism = getattr(self.accelerator, "parallelism_config", None)
@@ -363,6 +368,8 @@ class ContextSynthesisSFTTrainer(trl.SFTTrainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: D102
         weights = inputs.pop("loss_weights", None) if isinstance(inputs, dict) else None
+        if isinstance(inputs, dict):
+            inputs["use_cache"] = False  # with a cache transformers ignores the packed rows' position_ids restarts
         if weights is None:
             return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
         import torch
