@@ -22,10 +22,12 @@ Entry points:
 
 from __future__ import annotations
 
+import functools
 import glob
 import json
 import logging
 import os
+import types
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -338,6 +340,8 @@ class ContextSynthesisSFTTrainer(trl.SFTTrainer):
             )
         self.context_synthesis_info = {}
         self.callback_handler.callbacks.insert(0, _SummaryCallback(self))
+        target = self.model.get_base_model() if type(self.model).__name__.startswith("Peft") else self.model
+        add_answer_only_head(target)
 
     #: Train the rows in the dataset's order (set by :func:`build_trainer` for ``row_order="balanced"``).
     sequential_rows: bool = False
@@ -507,6 +511,86 @@ class ContextSynthesisSFTTrainer(trl.SFTTrainer):
         with open(path, "w", encoding="utf-8") as fh:
             json.dump(self.training_summary(), fh, indent=2, default=str)
         return path
+
+
+#: Per-token fields :func:`add_answer_only_head` computes (what the trainer logs: entropy, mean_token_accuracy).
+ANSWER_HEAD_OUTPUTS = ("log_probs", "entropy", "is_top1")
+
+
+def answer_token_log_probs(hidden: Any, lm_head: Any, labels: Any, outputs: tuple[str, ...] = ANSWER_HEAD_OUTPUTS) -> tuple:
+    """Per-token ``(log_probs, entropy, log_sum_sq_probs, mean_logits, is_top1)`` of ``labels`` (already shifted:
+    ``hidden[:, t]`` predicts ``labels[:, t]``), zero where the label is ``-100``.
+
+    Only the positions with a label are gathered and projected through ``lm_head`` (TRL's chunked kernel,
+    :class:`trl.kernels.ChunkedLogProbFunction`, tiles of the vocabulary): a packed row of long contexts and
+    short answers pays for its answer tokens only, on every device (TRL's fused head compacts on Triton
+    devices only and scores every position on CPU).
+    """
+    from trl.kernels import ChunkedLogProbFunction
+    from trl.trainer.utils import maybe_gather_lm_head_ctx
+
+    hidden = hidden.to(lm_head.weight.device)
+    labels = labels.to(lm_head.weight.device)
+    mask = labels != -100
+    weight, bias = lm_head.weight, lm_head.bias
+    full_tensor = getattr(weight, "full_tensor", None)  # FSDP2 DTensor: gather the head once
+    if full_tensor is not None:
+        weight = full_tensor()
+        bias = bias.full_tensor() if bias is not None else None
+    with maybe_gather_lm_head_ctx(weight, bias):
+        per_token = ChunkedLogProbFunction.apply(
+            hidden[mask], weight, bias, labels[mask], 1.0, _trl_chunk_size(), None, 1.0, outputs
+        )
+    # masked_scatter keeps an all-masked micro-batch connected to the graph (a differentiable zero)
+    return tuple(None if x is None else x.new_zeros(mask.shape).masked_scatter(mask, x) for x in per_token) + (mask,)
+
+
+def _trl_chunk_size() -> int:
+    try:
+        from trl.trainer.utils import _CHUNKED_LOGPROB_CHUNK_SIZE
+
+        return int(_CHUNKED_LOGPROB_CHUNK_SIZE)
+    except ImportError:  # pragma: no cover - other TRL versions
+        return 32768
+
+
+def add_answer_only_head(model: Any) -> bool:
+    """Replace the fused LM head TRL's ``SFTTrainer`` put on ``model`` by one that projects answer tokens only.
+
+    ``model(..., labels=..., fused_lm_head=True)`` then runs the backbone, gathers the positions whose next
+    label is not ``-100`` and scores only them (:func:`answer_token_log_probs`); the output is TRL's
+    ``FusedCausalLMOutput`` with the same values. Models whose head TRL scales or soft-caps, MoE models and
+    pre-shifted ``shift_labels`` (context/sequence parallelism) keep TRL's head. Returns whether it was added.
+    """
+    from trl.trainer.utils import FusedCausalLMOutput
+
+    config = getattr(model, "config", None)
+    if config is None or getattr(model, "_context_synthesis_answer_head", False):
+        return bool(getattr(model, "_context_synthesis_answer_head", False))
+    text = config.get_text_config()
+    scaled = any(getattr(text, k, None) is not None for k in (
+        "final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier", "logits_scaling"))
+    if scaled or getattr(text, "output_router_logits", False) or not hasattr(model, "base_model"):
+        return False
+    trl_forward = model.forward
+
+    @functools.wraps(type(model).forward)
+    def forward(self, *args, fused_lm_head=False, labels=None, shift_labels=None, num_items_in_batch=None, **kwargs):
+        if not fused_lm_head or labels is None or shift_labels is not None:
+            return trl_forward(*args, fused_lm_head=fused_lm_head, labels=labels, shift_labels=shift_labels,
+                               num_items_in_batch=num_items_in_batch, **kwargs)
+        kwargs["use_cache"] = False
+        hidden = self.base_model(*args, **kwargs).last_hidden_state[:, :-1]
+        log_probs, entropy, log_sum_sq, mean_logits, is_top1, mask = answer_token_log_probs(
+            hidden, self.get_output_embeddings(), labels[:, 1:]
+        )
+        loss = -log_probs.sum() / (mask.sum().clamp(min=1) if num_items_in_batch is None else num_items_in_batch)
+        return FusedCausalLMOutput(loss=loss, log_probs=log_probs, entropy=entropy, log_sum_sq_probs=log_sum_sq,
+                                   mean_logits=mean_logits, is_top1=is_top1, label_mask=mask, aux_loss=None)
+
+    model.forward = types.MethodType(forward, model)
+    model._context_synthesis_answer_head = True
+    return True
 
 
 def _trains_on_cpu(sft_config: Any) -> bool:
