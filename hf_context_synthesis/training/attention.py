@@ -26,7 +26,9 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "PACKED_SDPA",
     "PackedAttentionError",
+    "choose_packed_attention",
     "guard_packed_forward",
+    "use_packed_attention",
     "packed_rows_unsafe_reason",
     "packed_sdpa_attention",
     "register_packed_sdpa",
@@ -162,3 +164,71 @@ def guard_packed_forward(model: Any) -> bool:
         return False
     model._context_synthesis_packed_guard = model.register_forward_pre_hook(_guard_hook, with_kwargs=True)
     return True
+
+
+#: Dense-mask implementations: on packed rows they attend over a ``[T, T]`` mask built from the restarts.
+DENSE_MASK_PATHS = ("sdpa", "eager")
+
+
+def _flash_attn_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("flash_attn") is not None
+
+
+def _flex_attention_available() -> bool:
+    try:
+        from torch.nn.attention.flex_attention import create_block_mask  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def choose_packed_attention(device_type: str, flash_installed: bool, flex_available: bool) -> str:
+    """The attention implementation for packed rows on ``device_type``; never a dense-mask path.
+
+    * CUDA: ``flash_attention_2`` (varlen kernel, reads ``cu_seq_lens``) when ``flash-attn`` is installed, else
+      ``flex_attention`` (transformers builds a document block mask from the ``position_ids`` restarts: only
+      the blocks inside a document are computed), else :data:`PACKED_SDPA` (one sdpa call per document).
+    * Anything else (CPU): :data:`PACKED_SDPA` (no varlen kernel; flex has no CPU backward).
+    """
+    if device_type == "cuda":
+        if flash_installed:
+            return "flash_attention_2"
+        if flex_available:
+            return "flex_attention"
+    return PACKED_SDPA
+
+
+def use_packed_attention(model: Any, device_type: str | None = None) -> str | None:
+    """Switch ``model`` from a dense-mask path (``sdpa``/``eager``) to :func:`choose_packed_attention`'s choice
+    for its device (``device_type``, default the model's) and log it; return the implementation packed rows
+    run on, or ``None`` when the model cannot switch. Implementations chosen on purpose (flash, flex, a
+    custom kernel) are kept."""
+    config = getattr(model, "config", None)
+    impl = getattr(config, "_attn_implementation", None)
+    if device_type is None:
+        device_type = getattr(getattr(model, "device", None), "type", "cpu")
+    if config is None:
+        return None
+    if impl not in DENSE_MASK_PATHS:
+        logger.info("packed rows: attention %s kept (%s)", impl, device_type)
+        return impl
+    choice = choose_packed_attention(device_type, _flash_attn_installed(), _flex_attention_available())
+    if not hasattr(model, "set_attn_implementation"):
+        return None
+    if choice == PACKED_SDPA:
+        register_packed_sdpa()
+    try:
+        model.set_attn_implementation(choice)
+    except Exception as err:  # pragma: no cover - models that refuse an implementation
+        if choice == PACKED_SDPA:
+            logger.warning("packed_sdpa not applied (%s); packed rows use %s over a dense mask", err, impl)
+            return None
+        logger.warning("%s not applied (%s); trying packed_sdpa", choice, err)
+        register_packed_sdpa()
+        model.set_attn_implementation(PACKED_SDPA)
+        choice = PACKED_SDPA
+    logger.info("packed rows on %s: attention switched from %s to %s (documents attend alone, no dense mask)",
+                device_type, impl, choice)
+    return choice

@@ -709,10 +709,11 @@ def build_trainer(
     else:
         warn_low_precision_master_weights(model)
     base_model = base_model or getattr(getattr(model, "config", None), "_name_or_path", None)
-    if packing.cpu_packed_attention and _trains_on_cpu(sft_config):
-        from .attention import use_packed_sdpa_on_cpu
+    if packing.cpu_packed_attention or not _trains_on_cpu(sft_config):
+        from .attention import use_packed_attention
 
-        use_packed_sdpa_on_cpu(model)  # sdpa/eager would attend over a dense T x T block-diagonal mask
+        # sdpa/eager would attend over a dense T x T block-diagonal mask: flash varlen / flex / packed_sdpa
+        use_packed_attention(model, "cpu" if _trains_on_cpu(sft_config) else "cuda")
 
     def pack(dataset: Any, name: str) -> tuple[Any, int | None]:
         columns = _column_names(dataset)
