@@ -33,8 +33,8 @@ for k in range(examples):
     end = (k + 1) * span
     labels[0, end - answer:end] = torch.randint(0, V, (answer,))
     weights[0, end - answer:end] = 1.0 / answer
-import hf_context_synthesis.training as tr
-from hf_context_synthesis.packing import longalign_loss
+import hf_context_synthesis.training.trainer as tr
+from hf_context_synthesis.training.packing import longalign_loss
 def rss():
     return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 base = rss()

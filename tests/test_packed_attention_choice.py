@@ -12,8 +12,8 @@ pytest.importorskip("trl")
 datasets = pytest.importorskip("datasets")
 
 from hf_context_synthesis import attention, training  # noqa: E402
-from hf_context_synthesis.attention import PACKED_SDPA, choose_packed_attention, use_packed_attention  # noqa: E402
-from hf_context_synthesis.packing import PackingConfig  # noqa: E402
+from hf_context_synthesis.training.attention import PACKED_SDPA, choose_packed_attention, use_packed_attention  # noqa: E402
+from hf_context_synthesis.training.packing import PackingConfig  # noqa: E402
 from hf_context_synthesis.testing.rows import composed_rows  # noqa: E402
 
 
@@ -35,7 +35,7 @@ def test_build_trainer_on_cuda_switches_dense_paths_and_logs(flex, expected, see
     model = transformers.AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation="sdpa")
     cfg = training.default_sft_config(str(tmp_path), max_steps=1, use_cpu=True, save_strategy="no", disable_tqdm=True,
                                       activation_checkpointing=False, max_length=4096)
-    with caplog.at_level(logging.INFO, logger="hf_context_synthesis.attention"):
+    with caplog.at_level(logging.INFO, logger="hf_context_synthesis.training.attention"):
         training.build_trainer(model, tok, datasets.Dataset.from_list(composed_rows(seeds_dir)[:2]), cfg,
                                packing=PackingConfig(max_length=4096, cpu_packed_attention=False))
     assert model.config._attn_implementation == expected

@@ -9,10 +9,10 @@ transformers = pytest.importorskip("transformers")
 pytest.importorskip("trl")
 datasets = pytest.importorskip("datasets")
 
-from hf_context_synthesis.attention import PACKED_SDPA, PackedAttentionError, packed_rows_unsafe_reason  # noqa: E402
-from hf_context_synthesis.packing import PackingConfig  # noqa: E402
+from hf_context_synthesis.training.attention import PACKED_SDPA, PackedAttentionError, packed_rows_unsafe_reason  # noqa: E402
+from hf_context_synthesis.training.packing import PackingConfig  # noqa: E402
 from hf_context_synthesis.testing.rows import composed_rows  # noqa: E402
-from hf_context_synthesis.training import build_trainer, default_sft_config  # noqa: E402
+from hf_context_synthesis.training.trainer import build_trainer, default_sft_config  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ def test_guard_refuses_a_cache_on_paths_that_ignore_the_boundaries(packed):
             assert (mixed - safe).abs().max() > 1e-3
         finally:
             model.set_attn_implementation(PACKED_SDPA)
-            from hf_context_synthesis.attention import guard_packed_forward
+            from hf_context_synthesis.training.attention import guard_packed_forward
 
             model._context_synthesis_packed_guard = None
             guard_packed_forward(model)
