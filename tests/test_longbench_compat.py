@@ -222,8 +222,8 @@ def test_model_without_chat_template_gets_its_bos(tiny_model_dir: str) -> None:
     for template in (tok.chat_template, None):
         tok.chat_template = template
         backend = TransformersBackend(tiny_model_dir, tokenizer=tok, batch_size=1, device="cpu")
-        real = backend.model.generate
-        backend.model.generate = lambda **kw: (seen.append(kw["input_ids"][0].tolist()), real(**kw))[1]
+        real = backend._decode  # the token loop receives the tokenized batch
+        backend._decode = lambda enc, batch: (seen.append(enc["input_ids"][0].tolist()), real(enc, batch))[1]
         backend._generate_batch([GenerationRequest(key="k", messages=({"role": "user", "content": "hello"},),
                                                    max_new_tokens=2, temperature=0.0)])  # fmt: skip
     with_template, raw = seen

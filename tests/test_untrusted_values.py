@@ -49,7 +49,7 @@ def _one_error_line(err: str) -> str:
         ("num_distractors", 1.5, "num_distractors: expected an integer >= 0, got 1.5 (float)"),
         ("num_distractors", [9], "num_distractors: expected an integer >= 0, got [9] (list)"),
         ("num_distractors", -1, "num_distractors: expected an integer >= 0, got -1 (int)"),
-        ("max_new_tokens", "1.5e3x", "max_new_tokens: expected an integer >= 1, got '1.5e3x' (str)"),
+        ("max_new_tokens", "1.5e3x", "max_new_tokens: expected an integer >= 1 or null, got '1.5e3x' (str)"),
         ("temperature", float("nan"), "temperature: expected a finite number >= 0, got nan (float)"),
         ("temperature", float("inf"), "temperature: expected a finite number >= 0, got inf (float)"),
         ("temperature", -3, "temperature: expected a finite number >= 0, got -3 (int)"),

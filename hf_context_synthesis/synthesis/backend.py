@@ -30,6 +30,7 @@ def make_backend(config: SynthesisConfig) -> GenerationBackend:
             tokenizer=config.tokenizer,
             batch_size=config.batch_size,
             device=config.device,
+            progress=config.progress,
         )
     from ..backends.tgi import TGIBackend, TGIBackendConfig
 

@@ -15,6 +15,20 @@ from ..utils.values import Range, check_dataclass_fields, check_values
 
 DEFAULT_GENERATOR_MODEL = "HuggingFaceTB/SmolLM2-360M-Instruct"
 
+#: ``max_new_tokens`` of a run against an endpoint when none is set (the paper's 4096).
+ENDPOINT_MAX_NEW_TOKENS = 4096
+#: Tokens per word of the embedded backend's derived ``max_new_tokens`` (English text is about 4/3;
+#: 1.5 leaves room for the tokenizers of small models).
+EMBEDDED_TOKENS_PER_WORD = 1.5
+
+
+def embedded_max_new_tokens(context_words: int) -> int:
+    """The embedded backend's default ``max_new_tokens`` for a target of ``context_words`` words:
+    1.5 tokens per word plus a margin of a quarter of that (at least 64 tokens) for the ``Context:``
+    marker and a closing line. A weak model that loops stops here instead of at the paper's 4096."""
+    base = int(round(EMBEDDED_TOKENS_PER_WORD * int(context_words)))
+    return base + max(64, base // 4)
+
 #: Fields that do not change what is generated or composed: excluded from cache ids.
 RUNTIME_FIELDS = frozenset(
     {
@@ -110,6 +124,11 @@ class SynthesisConfig:
         system_prompt: System message sent with the request (``None`` = the paper's, ``""`` = none).
         context_words: Target length of a synthesized context in words (the paper: about 2,000).
         temperature / top_p / max_new_tokens: Sampling settings (the paper: 0.8 / - / 4096).
+            ``max_new_tokens=None`` (default) means 4096 with an endpoint and, for the embedded backend,
+            a bound derived from ``context_words`` (:func:`embedded_max_new_tokens`: about 1.5 tokens
+            per word plus a margin, 814 tokens for 500 words), so a small model that loops stops near
+            the target length; an explicit number is used as given. :attr:`resolved_max_new_tokens`
+            is the number a run uses (and what the cache id and cards record).
         random_seed: RNG seed: per-request sampling seeds and the composition (distractors, order).
         require_context_marker: Reject outputs without ``Context:`` (else use the whole text).
         max_generation_attempts: Tries per seed when the output is unusable (missing marker, empty,
@@ -184,7 +203,7 @@ class SynthesisConfig:
     context_words: int = 2000
     temperature: float = 0.8
     top_p: float | None = None
-    max_new_tokens: int = 4096
+    max_new_tokens: int | None = None
     random_seed: int = 42
     require_context_marker: bool = True
     max_generation_attempts: int = 3
@@ -269,11 +288,12 @@ class SynthesisConfig:
             raise ValueError(
                 f"relevant_position must be uniform, beginning, middle or end, got {self.relevant_position!r}"
             )
-        if self.quality and self.quality.min_context_words > min(self.max_new_tokens, self.context_words):
+        max_new = self.resolved_max_new_tokens
+        if self.quality and self.quality.min_context_words > min(max_new, self.context_words):
             raise ValueError(
                 f"quality.min_context_words={self.quality.min_context_words} exceeds context_words={self.context_words} "
-                f"or max_new_tokens={self.max_new_tokens} (a word takes at least one token): lower it, e.g. "
-                f"quality={{'min_context_words': {min(self.max_new_tokens, self.context_words) // 2}}}, or pass quality=False"
+                f"or max_new_tokens={max_new} (a word takes at least one token): lower it, e.g. "
+                f"quality={{'min_context_words': {min(max_new, self.context_words) // 2}}}, or pass quality=False"
             )
         if self.shard_index >= self.num_shards:
             raise ValueError(f"need 0 <= shard_index < num_shards, got {self.shard_index} / {self.num_shards}")
@@ -295,6 +315,16 @@ class SynthesisConfig:
         if self.endpoint is None:
             return []
         return [self.endpoint] if isinstance(self.endpoint, str) else list(self.endpoint)
+
+    @property
+    def resolved_max_new_tokens(self) -> int:
+        """``max_new_tokens`` as the run uses it: the explicit setting, else 4096 with an endpoint, else
+        :func:`embedded_max_new_tokens` of ``context_words``."""
+        if self.max_new_tokens is not None:
+            return int(self.max_new_tokens)
+        if self.endpoints:
+            return ENDPOINT_MAX_NEW_TOKENS
+        return embedded_max_new_tokens(self.context_words)
 
     @property
     def backend_kind(self) -> str:
@@ -327,6 +357,8 @@ class SynthesisConfig:
                 value = describe_source(value, self.seed_revision if f.name == "seed" else None)
             if isinstance(value, QualityConfig):
                 value = value.to_dict()
+            if f.name == "max_new_tokens":  # the number used (an unset default and the same explicit value agree)
+                value = self.resolved_max_new_tokens
             out[f.name] = value
         out["generator"] = self.generator_label()
         return out

@@ -237,13 +237,15 @@ class ContextSynthesizer:
         self, seeds: list[SeedExample], backend: GenerationBackend, model_id: str, report: SynthesisReport
     ) -> SynthesisResult:
         config = self.config
-        max_new_tokens = int(getattr(self, "max_new_tokens", None) or config.max_new_tokens)
+        max_new_tokens = int(getattr(self, "max_new_tokens", None) or config.resolved_max_new_tokens)
         settings = {
             "api": config.api,
             "max_new_tokens": max_new_tokens,
             "temperature": config.temperature,
             "top_p": config.top_p,
         }
+        # the embedded backend's own decoding settings (repetition guards) change its outputs
+        settings.update(getattr(backend, "sampling_settings", dict)())
         context_keys: dict[int, str] = {}
         failures: dict[int, str] = {}
         attempts: dict[int, int] = {}

@@ -258,7 +258,7 @@ def plan_synthesis(config: Any, output_dir: str | os.PathLike[str], *, datasets_
             template=config.prompt_template, system_prompt=system_prompt,
         )
 
-    max_new_tokens = int(config.max_new_tokens)
+    max_new_tokens = config.resolved_max_new_tokens
     warnings: list[str] = []
     if config.endpoints:  # the run's own preflight: endpoint reachable, model id, context window
         from .preflight import run_preflight
@@ -279,6 +279,10 @@ def plan_synthesis(config: Any, output_dir: str | os.PathLike[str], *, datasets_
     cache = GenerationCache(cache_path) if os.path.exists(cache_path) else None
     settings = {"api": config.api, "max_new_tokens": max_new_tokens, "temperature": config.temperature,
                 "top_p": config.top_p}
+    if not config.endpoints:  # the embedded backend's repetition guards are part of its request keys
+        from .backends.local import DEFAULT_NO_REPEAT_NGRAM_SIZE, DEFAULT_REPETITION_PENALTY
+
+        settings.update(repetition_penalty=DEFAULT_REPETITION_PENALTY, no_repeat_ngram_size=DEFAULT_NO_REPEAT_NGRAM_SIZE)
     plan = SynthesisPlan(
         output_dir=os.fspath(output_dir), generator=model_id, backend=config.backend_kind, cache_path=cache_path,
         seeds_per_task=dict(Counter(s.task for s in seeds)), rejected_rows=loaded.rejected_rows,

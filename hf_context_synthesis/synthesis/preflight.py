@@ -126,7 +126,7 @@ async def run_preflight(
     """
     if output_dir is not None:
         check_writable(output_dir)
-    result = PreflightResult(model_id="", max_new_tokens=int(config.max_new_tokens))
+    result = PreflightResult(model_id="", max_new_tokens=config.resolved_max_new_tokens)
     probes = []
     tgi_members = [m for m in _members(backend) if hasattr(m, "probe")]
     if tgi_members:
