@@ -50,6 +50,34 @@ def test_each_filter_names_its_reason():
     assert reason is None and context.endswith("in Paris.") and not context.startswith("*")
 
 
+def test_degenerate_repetition_is_rejected_with_its_own_reason():
+    from hf_context_synthesis.quality import repeated_ngram_fraction
+
+    q = QualityConfig()
+    loop = "Context: The village has a river. " + "The mill stands by the river in Paris. " * 30
+    assert validate_generation(loop, "Q?", "Paris", q) == (None, "repetitive")
+    # a loop without spaces is one "word": measured on characters, rejected as repetitive, not as too short
+    assert validate_generation("Context: " + "A." * 600, "Q?", "A", q) == (None, "repetitive")
+    assert validate_generation("Context: " + "A. " * 600, "Q?", "A", q) == (None, "repetitive")
+    # real prose passes, and the measure separates it from the loop by a wide margin
+    prose_text = (
+        "The old mill was built in 1820 by the miller's family after the flood destroyed the bridge. "
+        "Over the next decades the village grew along the river, and a school, a church and a market "
+        "square were added. In 1901 the railway reached the valley, bringing visitors from Paris, and the "
+        "mill was converted into a small museum that still shows the original wheel and the grinding stones."
+    )
+    assert repeated_ngram_fraction(prose_text) < 0.05 < 0.8 < repeated_ngram_fraction(loop)
+    assert repeated_ngram_fraction(prose(150, 0)) < 0.1
+    assert repeated_ngram_fraction("") == 0.0
+    # the setting: off, or stricter / looser
+    assert validate_generation(loop, "Q?", "Paris", QualityConfig(max_repeated_ngram_fraction=None))[1] is None
+    half = "Context: " + prose(120, 7) + " Paris " + " ".join([prose(40, 8)] * 3)
+    assert validate_generation(half, "Q?", "Paris", QualityConfig(max_repeated_ngram_fraction=0.3))[1] == "repetitive"
+    assert validate_generation(half, "Q?", "Paris", QualityConfig(max_repeated_ngram_fraction=0.9))[1] is None
+    with pytest.raises(ValueError, match="max_repeated_ngram_fraction"):
+        QualityConfig(max_repeated_ngram_fraction=0)
+
+
 def test_filters_follow_their_settings():
     short = "Context: " + prose(30, 2)
     assert validate_generation(short, "Q?", "long answer " * 10, QualityConfig(min_context_words=0))[1] is None

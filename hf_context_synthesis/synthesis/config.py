@@ -76,6 +76,8 @@ QUALITY_RANGES: dict[str, Range] = {
     "near_duplicate_threshold": Range(0, 1, minimum_exclusive=True),
     "shingle_words": Range(1),
     "num_perm": Range(16),
+    "max_repeated_ngram_fraction": Range(0, 1, minimum_exclusive=True),
+    "repetition_ngram_words": Range(1),
 }
 
 
@@ -126,7 +128,7 @@ class SynthesisConfig:
         temperature / top_p / max_new_tokens: Sampling settings (the paper: 0.8 / - / 4096).
             ``max_new_tokens=None`` (default) means 4096 with an endpoint and, for the embedded backend,
             a bound derived from ``context_words`` (:func:`embedded_max_new_tokens`: about 1.5 tokens
-            per word plus a margin, 814 tokens for 500 words), so a small model that loops stops near
+            per word plus a margin, 937 tokens for 500 words), so a small model that loops stops near
             the target length; an explicit number is used as given. :attr:`resolved_max_new_tokens`
             is the number a run uses (and what the cache id and cards record).
         random_seed: RNG seed: per-request sampling seeds and the composition (distractors, order).

@@ -7,6 +7,10 @@ output is retried with a new sampling seed up to ``max_generation_attempts``), i
 * ``refusal``: the output (or the text after ``Context:``) starts like a refusal ("I'm sorry",
   "I cannot", "As an AI", ...);
 * ``missing_context_marker``: no ``Context:`` marker (when ``require_context_marker``);
+* ``repetitive``: a degenerate loop (``"A. A. A. ..."``, a sentence written again and again): at least
+  ``max_repeated_ngram_fraction`` of the context's word ``repetition_ngram_words``-grams repeat an
+  earlier one (contexts under 20 words are measured on character 10-grams, so a loop without spaces
+  counts too); see :func:`repeated_ngram_fraction`;
 * ``too_short``: fewer than ``min_context_words`` words;
 * ``answer_not_in_context``: for short answers (at most ``short_answer_words`` normalized words,
   except ``answer_check_exempt`` ones such as "yes"/"no"), the answer cannot be recovered from the
@@ -43,6 +47,7 @@ __all__ = [
     "answer_in_instruction",
     "answer_recoverable",
     "find_near_duplicates",
+    "repeated_ngram_fraction",
     "is_refusal",
     "is_short_answer",
     "resolve_quality",
@@ -91,6 +96,10 @@ class QualityConfig:
             counts as a near-duplicate of an earlier one and is dropped (``None`` = no dedup).
         shingle_words: Words per shingle for the near-duplicate check.
         num_perm: MinHash permutations (more = finer Jaccard estimates, slower).
+        max_repeated_ngram_fraction: Reject a context (reason ``repetitive``) when at least this
+            share of its n-grams repeat an earlier one (``None`` = off). Natural prose of a few hundred
+            words stays under 0.1 with 4-grams; a small model's loop is above 0.8.
+        repetition_ngram_words: Words per n-gram of the repetition check.
         answer_in_instruction: What to do with seeds whose short answer appears verbatim in the
             instruction: ``"flag"`` (count it in the report, keep the seed), ``"drop"`` (record the
             seed as failed, make no request) or ``"ignore"``.
@@ -105,6 +114,8 @@ class QualityConfig:
     near_duplicate_threshold: float | None = 0.9
     shingle_words: int = 5
     num_perm: int = 128
+    max_repeated_ngram_fraction: float | None = 0.5
+    repetition_ngram_words: int = 4
     answer_in_instruction: Literal["flag", "drop", "ignore"] = "flag"
 
     def __post_init__(self) -> None:
@@ -120,6 +131,12 @@ class QualityConfig:
             )
         if self.shingle_words < 1:
             raise ValueError(f"quality.shingle_words must be >= 1, got {self.shingle_words}")
+        if self.max_repeated_ngram_fraction is not None and not 0.0 < self.max_repeated_ngram_fraction <= 1.0:
+            raise ValueError(
+                f"quality.max_repeated_ngram_fraction must be in (0, 1] or None, got {self.max_repeated_ngram_fraction}"
+            )
+        if self.repetition_ngram_words < 1:
+            raise ValueError(f"quality.repetition_ngram_words must be >= 1, got {self.repetition_ngram_words}")
         if self.num_perm < 16:
             raise ValueError(f"quality.num_perm must be >= 16, got {self.num_perm}")
         if self.answer_in_instruction not in ("flag", "drop", "ignore"):
@@ -231,7 +248,7 @@ def validate_generation(
 ) -> tuple[str | None, str | None]:
     """``(context, None)`` when ``text`` passes every per-generation filter, else ``(None, reason)``.
 
-    Reasons: ``empty_generation``, ``refusal``, ``missing_context_marker``, ``too_short``,
+    Reasons: ``empty_generation``, ``refusal``, ``missing_context_marker``, ``repetitive``, ``too_short``,
     ``answer_not_in_context`` (see the module docstring). ``instruction`` is accepted for filters that
     look at the pair; the current ones use the answer only.
     """
@@ -247,11 +264,34 @@ def validate_generation(
         return None, "missing_context_marker" if has_marker else "empty_generation"
     if qconf.reject_refusals and is_refusal(context, prefixes):
         return None, "refusal"
+    if (
+        qconf.max_repeated_ngram_fraction is not None
+        and repeated_ngram_fraction(context, qconf.repetition_ngram_words) >= qconf.max_repeated_ngram_fraction
+    ):
+        return None, "repetitive"
     if qconf.min_context_words and len(context.split()) < qconf.min_context_words:
         return None, "too_short"
     if is_short_answer(answer, qconf) and not answer_recoverable(answer, context, qconf.answer_f1_threshold):
         return None, "answer_not_in_context"
     return context, None
+
+
+def repeated_ngram_fraction(text: str, n: int = 4, *, min_words: int = 20, char_n: int = 10) -> float:
+    """Share of the n-grams of ``text`` that repeat an earlier one (``0`` = all distinct, near ``1`` = a loop).
+
+    Word ``n``-grams of the lower-cased words; a text of fewer than ``min_words`` words is measured on
+    character ``char_n``-grams of its whitespace-free form instead (``"A.A.A.A..."`` is one "word").
+    A text with no n-gram at all scores 0.
+    """
+    words = text.lower().split()
+    if len(words) >= min_words:
+        grams: list[Any] = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+    else:
+        flat = "".join(words)
+        grams = [flat[i : i + char_n] for i in range(len(flat) - char_n + 1)]
+    if not grams:
+        return 0.0
+    return 1.0 - len(set(grams)) / len(grams)
 
 
 # ------------------------------------------------------------------------------------ near-duplicates
