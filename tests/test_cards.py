@@ -109,6 +109,29 @@ def test_dataset_card_body_holds_provenance_statistics_report_and_citation():
     assert 'load_dataset("org/ctx-data", split="train")' in text
 
 
+def test_dataset_card_shows_an_excerpt_of_a_rejected_output_per_reason():
+    from hf_context_synthesis import SynthesisReport
+    from hf_context_synthesis.utils.secrecy import register_secret
+
+    register_secret(TOKEN)
+    report = SynthesisReport(seeds=3, requested=3, generated=5, synthesized=2, failed=1, examples=2)
+    report.note_filtered("missing_context_marker", "Context: [MISSING] Question: who? | Answer: `x` <b>", (0, 0))
+    report.note_filtered("repetitive", "A. " * 300 + TOKEN, (1, 0))
+    report.note_filtered("repetitive", "A. A.", (2, 0))
+    stats = dataset_statistics(_dataset({"hotpotqa": 2}))
+    from hf_context_synthesis import SynthesisConfig
+
+    text = render_dataset_card(repo_id="org/ctx-data", statistics=stats, config=SynthesisConfig(seed="s"), report=report)
+    assert "| Reason | Outputs | Example of a rejected output |" in text
+    rows = [line for line in text.splitlines() if line.startswith("| `missing_context_marker`") or line.startswith("| `repetitive`")]
+    assert len(rows) == 2, rows
+    marker_row, repetitive_row = sorted(rows)
+    # Markdown/HTML punctuation escaped, so the row stays one table row of three cells
+    assert marker_row == r"| `missing_context_marker` | 1 | Context: \[MISSING\] Question: who? \| Answer: \`x\` \<b\> |"
+    assert repetitive_row.startswith("| `repetitive` | 2 | A. A. A.") and TOKEN not in text
+    assert len(repetitive_row) < 260
+
+
 def test_dataset_card_never_shows_credentials_or_the_endpoint():
     text = _card(description=f"Made with {ENDPOINT} and {TOKEN}.")
     for secret in (TOKEN, PASSWORD, KEY, "#frag", "tgi.example.org:8443/generate?"):

@@ -22,6 +22,7 @@ from hf_context_synthesis.synthesis.quality import (
     validate_generation,
 )
 from hf_context_synthesis.synthesis.generation import ContextSynthesizer
+from hf_context_synthesis.synthesis.report import SynthesisReport
 from hf_context_synthesis.testing.fake_tgi import FakePrompt, FakeTGIServer
 
 WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma tau".split()
@@ -51,7 +52,7 @@ def test_each_filter_names_its_reason():
 
 
 def test_degenerate_repetition_is_rejected_with_its_own_reason():
-    from hf_context_synthesis.quality import repeated_ngram_fraction
+    from hf_context_synthesis.synthesis.quality import repeated_ngram_fraction
 
     q = QualityConfig()
     loop = "Context: The village has a river. " + "The mill stands by the river in Paris. " * 30
@@ -379,6 +380,33 @@ def test_bad_outputs_are_retried_then_failed_with_their_reason(tmp_path):
     assert calls["Archive 0"] == 3 and calls["Archive 1"] == 2
     assert result.report.filter_reasons == {"too_short": 3, "answer_not_in_context": 1}
     assert result.report.filtered == 4 and result.report.accounted
+    # one excerpt per reason, of the output the filter saw: what a rejected output looked like
+    examples = result.report.filter_examples
+    assert examples["too_short"] == "Context: Archive 0."
+    wrong = "Context: " + prose(150, 14)
+    assert 190 <= len(examples["answer_not_in_context"]) <= 200 and examples["answer_not_in_context"].endswith("\u2026")
+    assert wrong.startswith(examples["answer_not_in_context"][:-1])
+    assert SynthesisReport.from_dict(result.report.to_dict()).filter_examples == examples
+
+
+def test_filter_excerpts_are_short_one_line_and_secret_free():
+    import secrets as _secrets
+
+    from hf_context_synthesis.synthesis.report import excerpt
+    from hf_context_synthesis.utils.secrecy import REDACTED, register_secret
+
+    token = "tok_" + _secrets.token_hex(12)
+    register_secret(token)
+    report = SynthesisReport()
+    report.note_filtered("too_short", "Context:\n\n  short " + token + "\n", (5, 0))
+    report.note_filtered("too_short", "Context: later seed", (7, 0))
+    report.note_filtered("too_short", "Context: earlier seed", (2, 1))
+    assert report.filter_reasons == {"too_short": 3}
+    assert report.filter_examples == {"too_short": "Context: earlier seed"}  # the lowest seed's, whatever the order
+    assert excerpt("Context:\n\n  short " + token + "\n") == f"Context: short {REDACTED}"
+    # a secret across the cut is redacted before cutting
+    cut = excerpt("x" * 190 + " " + token + " tail")
+    assert token[:8] not in cut and len(cut) <= 200
 
 
 def test_identical_seeds_share_one_request_and_the_copy_is_a_near_duplicate(tmp_path):

@@ -25,6 +25,7 @@ from importlib import resources
 from typing import Any
 
 from .plots import LENGTH_HISTOGRAM_FILE, LOSS_CURVE_FILE
+from ..synthesis.report import excerpt
 from ..utils.urls import sanitize_url
 
 PAPER_ARXIV_ID = "2502.15592"
@@ -243,6 +244,11 @@ def dataset_card_data(
     )
 
 
+def _md_inline(text: str) -> str:
+    """``text`` safe inside a Markdown table cell: Markdown and HTML punctuation backslash-escaped."""
+    return re.sub(r"([\\`*_\[\]<>|#~])", r"\\\1", text)
+
+
 def render_dataset_card(
     *,
     repo_id: str,
@@ -336,6 +342,11 @@ def render_dataset_card(
         report_rows=_rows(rep, _REPORT_KEYS),
         failure_reasons=sorted((rep.get("failure_reasons") or {}).items()),
         filter_reasons=sorted((rep.get("filter_reasons") or {}).items()),
+        filter_examples=[
+            (reason, count, _md_inline(excerpt((rep.get("filter_examples") or {}).get(reason, ""))))
+            for reason, count in sorted((rep.get("filter_reasons") or {}).items())
+            if (rep.get("filter_examples") or {}).get(reason)
+        ],
         rejected_reasons=sorted((rep.get("rejected_reasons") or {}).items()),
         histogram_file=histogram_file,
         project_url=PROJECT_URL,

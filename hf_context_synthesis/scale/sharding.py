@@ -323,6 +323,10 @@ def _fold_shard_reports(merged: SynthesisReport, shard_reports: Sequence[Synthes
         setattr(merged, name, sum(getattr(r, name) for r in shard_reports))
     merged.wall_time_s = max((r.wall_time_s for r in shard_reports), default=merged.wall_time_s)
     merged.filter_reasons = merge_reasons(*(r.filter_reasons for r in shard_reports))
+    merged.filter_examples = {}
+    for r in shard_reports:  # shards in order: the first shard's excerpt of each reason
+        for reason, text in r.filter_examples.items():
+            merged.filter_examples.setdefault(reason, text)
     # a seed that failed in its shard (e.g. a server error) keeps that reason, not "missing from shard caches"
     shard_failures: dict[str, str] = {}
     for r in shard_reports:

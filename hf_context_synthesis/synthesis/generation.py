@@ -200,6 +200,8 @@ class ContextSynthesizer:
                 await backend.aclose()
         # the generation phase's own counts: composed examples are counted later, when rows are written
         logger.info("Context synthesis: %s", report.summary(include_examples=False))
+        for reason, count in sorted(report.filter_reasons.items()):
+            logger.info("Filtered %d output(s) as %s, e.g.: %s", count, reason, report.filter_examples.get(reason, "-"))
         return result
 
     def _longest_prompts(self, seeds: list[Any], k: int = 8) -> Any:
@@ -295,7 +297,7 @@ class ContextSynthesizer:
                     signatures[i] = hashing.submit(hasher.signature, context)
                 bar.update(1)
                 return True
-            report.count("filter", reason or "unknown")
+            report.note_filtered(reason or "unknown", text, (i, attempts[i]))
             attempts[i] += 1
             if attempts[i] >= config.max_generation_attempts:
                 fail(i, reason or "unknown")

@@ -7,6 +7,19 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+#: Characters kept of a rejected output in ``filter_examples`` (the report, the card and the log).
+EXCERPT_CHARS = 200
+
+
+def excerpt(text: Any, limit: int = EXCERPT_CHARS) -> str:
+    """A short, one-line, secret-free excerpt of ``text``: secrets redacted (:func:`~hf_context_synthesis.secrecy.redact`,
+    before cutting, so a secret across the cut goes too), whitespace collapsed, cut at ``limit``
+    characters with an ellipsis."""
+    from .secrecy import redact
+
+    flat = " ".join(str(redact(text if isinstance(text, str) else str(text))).split())
+    return flat if len(flat) <= limit else flat[: max(0, limit - 1)].rstrip() + "\u2026"
+
 
 @dataclass
 class SynthesisReport:
@@ -43,6 +56,9 @@ class SynthesisReport:
         filter_reasons: ``reason -> generated outputs`` rejected for it (sums to ``filtered``).
         rejected_reasons: ``reason -> seed rows`` rejected by seed validation.
         flagged_reasons: ``reason -> seeds`` kept but flagged (e.g. ``answer_in_instruction``).
+        filter_examples: ``reason -> excerpt`` of one rejected output per ``filter_reasons`` reason (the
+            one of the lowest seed, :func:`excerpt`: at most 200 characters, secrets redacted), so
+            a reader sees what the filters caught.
         failed_seeds: ``seed_id -> reason`` of every failed seed (what could not be produced, and why).
         missing_shards: Shard indices a merge did not get (their seeds fail as ``missing_from_shard_caches``).
     """
@@ -68,8 +84,21 @@ class SynthesisReport:
     filter_reasons: dict[str, int] = field(default_factory=dict)
     rejected_reasons: dict[str, int] = field(default_factory=dict)
     flagged_reasons: dict[str, int] = field(default_factory=dict)
+    filter_examples: dict[str, str] = field(default_factory=dict)
     failed_seeds: dict[str, str] = field(default_factory=dict)
     missing_shards: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._example_order: dict[str, tuple[int, int]] = {}
+
+    def note_filtered(self, reason: str, text: Any, order: tuple[int, int] = (0, 0)) -> None:
+        """Count a rejected output under ``reason`` and keep its excerpt when it is the first of its reason
+        by ``order`` (``(seed index, attempt)``: the same excerpt whatever the completion order)."""
+        self.count("filter", reason)
+        best = self._example_order.get(reason)
+        if best is None or order < best:
+            self._example_order[reason] = order
+            self.filter_examples[reason] = excerpt(text)
 
     @property
     def accounted(self) -> bool:
