@@ -9,7 +9,7 @@ torch = pytest.importorskip("torch")
 
 from hf_context_synthesis.backends.base import GenerationRequest  # noqa: E402
 from hf_context_synthesis.backends.local import TransformersBackend  # noqa: E402
-from hf_context_synthesis.config import SynthesisConfig, embedded_max_new_tokens  # noqa: E402
+from hf_context_synthesis.synthesis.config import SynthesisConfig, embedded_max_new_tokens  # noqa: E402
 from hf_context_synthesis.testing.tiny_model import make_tiny_llama  # noqa: E402
 
 

@@ -6,7 +6,8 @@ from typing import Any
 
 from ..backends.base import GenerationBackend
 from ..backends.fleet import FleetBackend
-from .config import DEFAULT_GENERATOR_MODEL, SynthesisConfig
+from ..utils.packaged_models import from_pretrained_args
+from .config import SynthesisConfig, embedded_generator_model
 
 __all__ = ["load_tokenizer", "make_backend"]
 
@@ -26,7 +27,7 @@ def make_backend(config: SynthesisConfig) -> GenerationBackend:
         from ..backends.local import TransformersBackend
 
         return TransformersBackend(
-            config.generator_model or DEFAULT_GENERATOR_MODEL,
+            embedded_generator_model(config.generator_model),
             tokenizer=config.tokenizer,
             batch_size=config.batch_size,
             device=config.device,
@@ -66,9 +67,10 @@ def load_tokenizer(config: SynthesisConfig, backend: GenerationBackend | None = 
     name = config.tokenizer
     # a merge of shards made through an endpoint counts like the shards did (not with the embedded model's)
     if name is None and not config.endpoints and not getattr(backend, "generated_by_endpoint", False):
-        name = config.generator_model or DEFAULT_GENERATOR_MODEL
+        name = embedded_generator_model(config.generator_model)
     if name is None:
         return None
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(name)
+    path, kwargs = from_pretrained_args(name)
+    return AutoTokenizer.from_pretrained(path, **kwargs)

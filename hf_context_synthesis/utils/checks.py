@@ -147,6 +147,12 @@ def check_model(name: str, *, what: str, step: str, setting_hint: str, kind: str
     or a Hub id whose ``config.json`` (``tokenizer_config.json`` for ``kind="tokenizer"``) can be had
     from the Hub or the local cache (``HF_HUB_OFFLINE=1`` uses the cache only). Returns the kind of
     source found (``"local"`` or ``"hub"``)."""
+    from .packaged_models import OFFLINE_INSTALL_HINT, is_packaged_model, packaged_model_file
+
+    if is_packaged_model(name):
+        if packaged_model_file(str(name)) is None:
+            raise RunSetupError(f"{step}: {what} {name!r} is not installed. Fix: {OFFLINE_INSTALL_HINT}")
+        return "local"
     expanded = os.path.expanduser(str(name))
     wanted = ("tokenizer_config.json", "tokenizer.json", "config.json") if kind == "tokenizer" else ("config.json",)
     fix = (
