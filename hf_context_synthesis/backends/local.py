@@ -171,7 +171,7 @@ class TransformersBackend(GenerationBackend):
         import torch
         from transformers import DynamicCache
 
-        from ..progress import progress_bar
+        from ..utils.progress import progress_bar
 
         import inspect
 

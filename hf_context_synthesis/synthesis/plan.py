@@ -280,7 +280,7 @@ def plan_synthesis(config: Any, output_dir: str | os.PathLike[str], *, datasets_
     settings = {"api": config.api, "max_new_tokens": max_new_tokens, "temperature": config.temperature,
                 "top_p": config.top_p}
     if not config.endpoints:  # the embedded backend's repetition guards are part of its request keys
-        from .backends.local import DEFAULT_NO_REPEAT_NGRAM_SIZE, DEFAULT_REPETITION_PENALTY
+        from ..backends.local import DEFAULT_NO_REPEAT_NGRAM_SIZE, DEFAULT_REPETITION_PENALTY
 
         settings.update(repetition_penalty=DEFAULT_REPETITION_PENALTY, no_repeat_ngram_size=DEFAULT_NO_REPEAT_NGRAM_SIZE)
     plan = SynthesisPlan(

@@ -15,7 +15,7 @@ def excerpt(text: Any, limit: int = EXCERPT_CHARS) -> str:
     """A short, one-line, secret-free excerpt of ``text``: secrets redacted (:func:`~hf_context_synthesis.secrecy.redact`,
     before cutting, so a secret across the cut goes too), whitespace collapsed, cut at ``limit``
     characters with an ellipsis."""
-    from .secrecy import redact
+    from ..utils.secrecy import redact
 
     flat = " ".join(str(redact(text if isinstance(text, str) else str(text))).split())
     return flat if len(flat) <= limit else flat[: max(0, limit - 1)].rstrip() + "\u2026"
