@@ -177,6 +177,8 @@ class TransformersBackend(GenerationBackend):
 
         # transformers >= 5.x names the KV-cache argument ``cache`` (``past_key_values`` is deprecated)
         cache_arg = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
+        # only the last position's logits are needed (the prefill would otherwise project every prompt token)
+        keep = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(self.model.forward).parameters else {}
         first = batch[0]
         do_sample = first.temperature > 0
         processors = self._processors(first)
@@ -193,7 +195,7 @@ class TransformersBackend(GenerationBackend):
         start, produced = time.perf_counter(), 0
         try:
             out = self.model(input_ids=input_ids, attention_mask=attn, position_ids=position_ids,
-                             use_cache=True, **{cache_arg: cache})
+                             use_cache=True, **keep, **{cache_arg: cache})
             while active:
                 scores = processors(seqs, out.logits[:, -1, :].float())
                 if do_sample:
