@@ -32,7 +32,7 @@ import time
 
 
 def _prompts(seeds_dir: str, n: int, context_words: int) -> list[tuple[dict[str, str], ...]]:
-    from hf_context_synthesis.prompts import render_synthesis_messages
+    from hf_context_synthesis.synthesis.prompts import render_synthesis_messages
 
     files = sorted(f for f in os.listdir(seeds_dir) if f.endswith(".jsonl"))
     out = []
