@@ -11,7 +11,8 @@ transformers = pytest.importorskip("transformers")
 pytest.importorskip("trl")
 datasets = pytest.importorskip("datasets")
 
-from hf_context_synthesis import attention, training  # noqa: E402
+from hf_context_synthesis.training import attention  # noqa: E402
+from hf_context_synthesis.training import trainer as training  # noqa: E402
 from hf_context_synthesis.training.attention import PACKED_SDPA, choose_packed_attention, use_packed_attention  # noqa: E402
 from hf_context_synthesis.training.packing import PackingConfig  # noqa: E402
 from hf_context_synthesis.testing.rows import composed_rows  # noqa: E402
