@@ -224,7 +224,10 @@ def test_context_window_caps_max_new_tokens_or_refuses(fault_seeds, tmp_path, ca
 
     def responder(prompt):
         asked.append(prompt.max_new_tokens)
-        return "Context: " + "word " * 150 + prompt.prompt
+        import random
+
+        rng = random.Random(prompt.prompt)  # distinct, non-repetitive filler per seed (the quality filters pass it)
+        return "Context: " + " ".join(f"w{rng.randrange(10**6)}" for _ in range(150)) + " " + prompt.prompt
 
     with FakeTGIServer(responder=responder, max_total_tokens=3000) as srv:
         rows, report, _ = run_pipeline(srv, fault_seeds, tmp_path, max_new_tokens=4096)

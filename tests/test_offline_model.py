@@ -93,7 +93,7 @@ def test_small_synthesis_with_the_real_registry_model_offline(tmp_path, monkeypa
                              max_generation_attempts=1, num_distractors=1, progress=False,
                              quality={"min_context_words": 10, "answer_in_instruction": "ignore"})
     assert config.generator_label() == OFFLINE_GENERATOR_MODEL
-    from hf_context_synthesis.backends import make_backend
+    from hf_context_synthesis import make_backend
 
     backend = make_backend(config)
     assert backend._name == OFFLINE_GENERATOR_MODEL and "site-packages" not in backend._name

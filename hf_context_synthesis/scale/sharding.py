@@ -170,12 +170,17 @@ def check_shards(config: SynthesisConfig, shard_caches: Sequence[str]) -> tuple[
     found: list[tuple[dict[str, Any], SynthesisReport]] = []
     seen: dict[int, str] = {}
     counts: set[int] = set()
+    shards_bound = False
     for path in shard_caches:
         files = read_shard_files(path)
         if files is None:
             logger.warning("%s has no %s next to it: merged without checking its settings", path, SHARD_INFO_FILE)
             continue
         info, report = files
+        if config.max_new_tokens is None and "max_new_tokens" in info["identity"] and not shards_bound:
+            # unset in the merge: the bound the shards resolved (4096 with their endpoint) is the one to match
+            expected["max_new_tokens"] = info["identity"]["max_new_tokens"]
+            shards_bound = True
         differ = sorted(k for k in set(expected) | set(info["identity"])
                         if expected.get(k) != info["identity"].get(k))
         if differ:
@@ -288,6 +293,10 @@ def merge_shards(
     from ..utils.secrecy import redact
 
     shards, missing = check_shards(config, shard_caches)
+    bound = next((info["identity"].get("max_new_tokens") for info, _ in shards), None)
+    if config.max_new_tokens is None and bound is not None:
+        # unset in the merge: the shards' resolved bound is part of their generations' keys
+        config = dataclasses.replace(config, max_new_tokens=int(bound))
     if missing:
         logger.error("Shards missing from the merge: %s (their seeds fail as missing_from_shard_caches)",
                      ", ".join(map(str, missing)))
