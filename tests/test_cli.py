@@ -350,3 +350,74 @@ def test_evaluate_checks_its_inputs_first(tmp_path, capsys, monkeypatch):
                  "--output-dir", str(tmp_path / "e")]) == 1
     err = capsys.readouterr().err
     assert "no-such-org/m" in err and "HF_HUB_OFFLINE" in err and not (tmp_path / "e").exists()
+
+
+# --------------------------------------------------------------------------- flag spellings and short errors
+#: per subcommand: the arguments it needs besides the output folder, and the attribute the folder lands in
+OUTPUT_FLAG_CASES = {
+    "synthesize": (["--seed", "s"], "output"),
+    "merge": (["--seed", "s", "--shard-cache", "c.sqlite"], "output"),
+    "train": ([], "output_dir"),
+    "evaluate": (["--model", "m", "--data-dir", "d"], "output_dir"),
+    "run": (["r.yaml"], "output_dir"),
+    "demo": ([], "output_dir"),
+}
+
+
+@pytest.mark.parametrize("command", sorted(OUTPUT_FLAG_CASES))
+@pytest.mark.parametrize("flag", ["--output", "--output-dir", "--output_dir"])
+def test_every_subcommand_takes_its_output_folder_under_both_names(command, flag):
+    rest, dest = OUTPUT_FLAG_CASES[command]
+    args = build_parser(only=command).parse_args([command, *rest, flag, "somewhere"])
+    # train keeps TRL's --output_dir next to its own --output (train_from_args merges the two)
+    got = getattr(args, dest, None) if command != "train" else (getattr(args, "output", None) or getattr(args, "output_dir", None))
+    assert got == "somewhere"
+
+
+def test_output_alias_is_documented_once_in_help():
+    for command in ("synthesize", "evaluate", "demo", "run"):
+        text = _subparsers(build_parser(only=command))[command].format_help()
+        assert "--output DIR, --output-dir DIR" in text, command
+        assert "--output_dir" not in text  # the underscore spelling is a hidden alias
+
+
+@pytest.mark.parametrize("flag", ["--data-dir", "--data_dir"])
+def test_evaluate_takes_data_dir_in_both_spellings(flag):
+    args = build_parser(only="evaluate").parse_args(["evaluate", "--model", "m", flag, "lb", "--output", "o",
+                                                     "--max_length", "7", "--batch-size", "2"])
+    assert args.data_dir == "lb" and args.max_length == 7 and args.batch_size == 2
+
+
+def test_run_output_flag_overrides_the_recipe_output_dir(tmp_path, capsys, seed_folder):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({"output_dir": str(tmp_path / "from-recipe"), "synthesis": {"seed": str(seed_folder)}}))
+    chosen = tmp_path / "chosen: here"
+    assert main(["run", str(recipe), "--output-dir", str(chosen), "--steps", "synthesize", "--dry-run"]) == 0
+    plan = capsys.readouterr().out
+    assert str(chosen) in plan and "from-recipe" not in plan
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["synthesize", "--seed", "s", "--outpt", "x"], "error: unknown flag --outpt; did you mean --output?"),
+        (["evaluate", "--model", "m", "--data-dir", "d", "--ouput-dir", "x"],
+         "error: unknown flag --ouput-dir; did you mean --output-dir?"),
+        (["train", "--max-step", "3"], "error: unknown flag --max-step; did you mean --max-steps?"),
+        (["run", "r.yaml", "--stpes", "train"], "error: unknown flag --stpes; did you mean --steps?"),
+    ],
+)
+def test_a_typo_is_one_short_error_before_any_required_flag_error(argv, expected, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [expected, f"(see 'context-synthesis {argv[0]} --help' for every flag)"]
+
+
+def test_other_argument_errors_are_short_too(capsys):
+    with pytest.raises(SystemExit):
+        main(["synthesize", "--seed", "s"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: the following arguments are required: --output/--output-dir",
+                   "(see 'context-synthesis synthesize --help' for every flag)"]

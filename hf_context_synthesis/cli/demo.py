@@ -106,7 +106,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("recipe", nargs="?", default=None,
                         help=f"Recipe YAML [default: {DEMO_RECIPE}, from the working directory or this checkout].")
-    parser.add_argument("--output-dir", default=None, help="Where the demo writes [default: the recipe's, runs/demo].")
+    parser.add_argument("--output", "--output-dir", dest="output_dir", default=None, metavar="DIR", help="Where the demo writes [default: the recipe's, runs/demo].")
     parser.add_argument("--steps", nargs="+", choices=STEPS, default=list(STEPS),
                         help="Steps to run, in the fixed order synthesize -> train -> evaluate -> push.")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",

@@ -18,10 +18,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--endpoint", help="TGI / OpenAI-compatible endpoint URL to generate with.")
     parser.add_argument("--suite", choices=("longbench", "longbench-v2"), default="longbench",
                         help="LongBench (v1, the 8 document-level tasks; default) or LongBench v2 (503 MC questions).")
-    parser.add_argument("--data-dir", required=True,
+    parser.add_argument("--data-dir", required=True, metavar="DIR",
                         help="LongBench's test data: a folder of <task>.jsonl files, data.zip, or a Hub dataset id "
                              "(parquet mirror). LongBench v2: data.json, a jsonl/parquet file, a folder or Hub id.")
-    parser.add_argument("--output-dir", required=True,
+    parser.add_argument("--output", "--output-dir", dest="output_dir", required=True, metavar="DIR",
                         help="Where LongBench's pred files + result.json and results.json, results.md go.")
     parser.add_argument(
         "--tasks", nargs="+", default=None, help=f"Tasks to run (default: all with a file): {' '.join(LONGBENCH_TASKS)}."

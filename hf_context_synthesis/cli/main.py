@@ -13,6 +13,7 @@ import importlib
 import logging
 import re
 import sys
+import typing
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -76,6 +77,51 @@ class ArgumentParser(argparse.ArgumentParser):
             hook()
         return super().format_help()
 
+    def error(self, message: str) -> typing.NoReturn:
+        """A short error: one ``error: ...`` line and where the flags are documented (``--help``), not the
+        whole usage text (argparse's default prints every flag of the command first)."""
+        self.exit(2, f"error: {message}\n{help_pointer(self.prog)}\n")
+
+
+def help_pointer(prog: str) -> str:
+    """The line after an argument error: where every flag is documented."""
+    return f"(see '{prog} --help' for every flag)"
+
+
+def add_spelling_aliases(parser: argparse.ArgumentParser) -> None:
+    """Accept ``--max-seeds`` and ``--max_seeds`` alike for every long flag of ``parser`` (TRL's scripts use
+    underscores, this CLI dashes). The other spelling is a hidden alias: ``--help`` lists the flag once."""
+    for action in list(parser._actions):
+        for option in list(action.option_strings):
+            if not option.startswith("--"):
+                continue
+            name = option[2:]
+            for other in ("--" + name.replace("-", "_"), "--" + name.replace("_", "-")):
+                if other not in parser._option_string_actions:
+                    parser._option_string_actions[other] = action
+
+
+def unknown_flags(parser: argparse.ArgumentParser, command: str | None, argv: Sequence[str]) -> list[str]:
+    """The flags of ``argv`` that neither the top-level parser nor ``command``'s subparser knows, each with
+    a "did you mean" suggestion when one is close (``"--outpt; did you mean --output?"``). Checked before
+    parsing so that a typo is reported first, not after a "required" error it caused."""
+    known = dict(parser._option_string_actions)
+    target = _subparser(parser, command)
+    known.update(target._option_string_actions)
+    visible = [s for a in target._actions for s in a.option_strings]
+    found = []
+    for item in argv:
+        if item == "--":
+            break
+        if not item.startswith("-") or re.fullmatch(r"-\d[\d.e+-]*", item) or item == "-":
+            continue
+        flag = item.split("=", 1)[0]
+        if flag in known or (not flag.startswith("--") and all(f"-{c}" in known for c in flag[1:])):
+            continue  # a known flag, or short flags together (-vv, -qv)
+        hint = did_you_mean(flag, visible)
+        found.append(flag + (f"; did you mean {hint[len(' (did you mean '):-2]}?" if hint else ""))
+    return found
+
 
 def add_verbosity_arguments(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
     """``-v``/``-q`` (repeatable) on the top-level parser and on every subcommand."""
@@ -106,6 +152,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=getattr(command, "DESCRIPTION", help_text))
         command.add_arguments(p)
         add_verbosity_arguments(p)
+        add_spelling_aliases(p)
         p.set_defaults(_run=command.run)
     return parser
 
@@ -151,12 +198,10 @@ def _subparser(parser: argparse.ArgumentParser, command: str | None) -> argparse
 
 def _unknown_arguments_error(parser: argparse.ArgumentParser, command: str | None, extras: list[str]) -> None:
     target = _subparser(parser, command)
-    options = [s for a in target._actions for s in a.option_strings]
-    parts = []
-    for item in extras:
-        flag = item.split("=", 1)[0]
-        parts.append(item + (did_you_mean(flag, options) if flag.startswith("-") else ""))
-    target.error("unrecognized arguments: " + " ".join(parts))
+    flags = unknown_flags(parser, command, extras)
+    if flags:
+        target.error(f"unknown flag{'s' if len(flags) > 1 else ''} " + ", ".join(flags))
+    target.error("unrecognized arguments: " + " ".join(extras))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -164,6 +209,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = next((a for a in argv if not a.startswith("-")), None)
     # import only the module of the subcommand at hand (--help imports none)
     parser = build_parser(only=command if command in COMMANDS else "")
+    if command in COMMANDS and "-h" not in argv and "--help" not in argv:
+        typos = unknown_flags(parser, command, argv)
+        if typos:  # before parsing: a mistyped --output is reported as such, not as "--output is required"
+            _unknown_arguments_error(parser, command, argv)
     args, extras = parser.parse_known_args(argv)
     if extras:
         _unknown_arguments_error(parser, command, extras)

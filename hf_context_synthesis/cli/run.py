@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 
 from ..recipe import STEPS, dry_run, load_recipe, run_recipe
 from ..synthesis.report import SynthesisReport, exit_code
@@ -18,6 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
         help="Override one setting, e.g. --set synthesis.endpoint=http://tgi:8080 (repeatable; values are YAML).",
     )
+    parser.add_argument("--output", "--output-dir", dest="output_dir", default=None, metavar="DIR",
+                        help="Where the run writes (same as --set output_dir=DIR) [default: the recipe's output_dir].")
     parser.add_argument("--dry-run", action="store_true",
                         help="Check every id and path, print seeds per task, requests to make vs cached, estimated "
                              "tokens and the output layout; generate and train nothing.")
@@ -33,6 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run ``context-synthesis run``; prints where things went and the scores."""
     overrides = list(args.overrides)
+    if getattr(args, "output_dir", None):
+        overrides.insert(0, f"output_dir={json.dumps(args.output_dir)}")  # quoted: values are YAML
     if getattr(args, "resume", False):
         overrides.append("training.resume_from_checkpoint=last")
     recipe = load_recipe(args.recipe, overrides)

@@ -16,7 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     and ``--dry-run``."""
     from ..synthesis.config import SynthesisConfig
 
-    parser.add_argument("--output", required=True, help="Folder for the parquet shards, dataset card, report and settings.")
+    parser.add_argument("--output", "--output-dir", dest="output", required=True, metavar="DIR",
+                        help="Folder for the parquet shards, dataset card, report and settings.")
     parser.add_argument("--dry-run", action="store_true",
                         help="Check ids and paths, then print seeds per task, requests to make vs cached, "
                              "estimated tokens and the output layout; generate nothing.")
