@@ -266,3 +266,47 @@ def test_packing_stats_count_truncated_and_dropped(tok, rows, truncation):
     for row in kept:
         hits = [t for t in texts if row["relevant_context"] in t and row["instruction"] in t and t.count(row["answer"] + tok.eos_token)]
         assert hits, row["seed_id"]
+
+
+@pytest.mark.parametrize("truncation", [True, False])
+def test_dropped_rows_are_one_summary_warning_with_counts_per_reason_and_rows_at_debug(tok, rows, truncation, caplog):
+    import logging
+
+    # the shortest each row can get: its relevant document + instruction + answer, or all of it without truncation
+    floor = [relevant_only_length(tok, r) if truncation else n_tokens(tok, r["messages"]) for r in rows]
+    max_length = sorted(floor)[len(floor) // 2]  # about half the rows cannot be kept
+    expected = sum(f > max_length for f in floor)
+    assert 1 < expected < len(rows)
+    caplog.set_level(logging.DEBUG, logger="hf_context_synthesis")
+    packed = prepare_packed_dataset(datasets.Dataset.from_list(rows), tok, max_length=max_length, truncation=truncation)
+    reason = "core_too_long" if truncation else "truncation_off"
+    assert packed.packing_stats.drop_reasons == {reason: expected}
+    assert packed.packing_stats.to_dict()["drop_reasons"] == {reason: expected}
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1, warnings  # not one line per row
+    assert f"{expected} of {len(rows)} examples were dropped" in warnings[0] and f"{expected} {reason}:" in warnings[0]
+    per_row = [r for r in caplog.records if "dropping the example" in r.getMessage()]
+    assert len(per_row) == expected and {r.levelno for r in per_row} == {logging.DEBUG}
+    assert all(f"({reason})" in r.getMessage() for r in per_row)
+
+
+def test_streamed_rows_get_the_same_drop_counts(tok, rows, caplog):
+    import logging
+
+    floor = [relevant_only_length(tok, r) for r in rows]
+    max_length = sorted(floor)[len(floor) // 2]
+    caplog.set_level(logging.WARNING, logger="hf_context_synthesis")
+    packed = prepare_packed_dataset(datasets.Dataset.from_list(rows).to_iterable_dataset(), tok, max_length=max_length,
+                                    stream_buffer_size=len(rows))
+    list(packed)
+    assert packed.packing_stats.drop_reasons == {"core_too_long": sum(f > max_length for f in floor)}
+    assert len([r for r in caplog.records if r.levelno >= logging.WARNING]) == 1
+
+
+def test_fit_row_reports_the_reason_of_a_drop(tok, rows):
+    reasons = []
+    row = rows[0]
+    assert fit_row_to_length(row, tok, relevant_only_length(tok, row) - 1, on_drop=reasons.append) is None
+    plain = {"messages": [{"role": "user", "content": "x " * 50}, {"role": "assistant", "content": "nobody"}]}
+    assert fit_row_to_length(plain, tok, 5, on_drop=reasons.append) is None
+    assert reasons == ["core_too_long", "chat_without_user_too_long"]

@@ -34,7 +34,7 @@ import bisect
 import hashlib
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -43,7 +43,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .truncation import fit_row_to_length
+from .truncation import DROP_REASONS, fit_row_to_length
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +58,8 @@ TOKENIZED_FEATURES = datasets.Features(
         "truncated": datasets.Value("bool"),
     }
 )
+#: :data:`TOKENIZED_FEATURES` plus why a row was dropped ("" when kept; see :data:`DROP_REASONS`).
+_TOKENIZED_WITH_REASON = datasets.Features({**TOKENIZED_FEATURES, "drop_reason": datasets.Value("string")})
 #: Features of the packed rows.
 PACKED_FEATURES = datasets.Features(
     {
@@ -147,6 +149,9 @@ class PackingStats:
         num_examples: Examples read.
         num_truncated: Examples shortened to fit ``max_length``.
         num_dropped: Examples that could not fit (or were over-long with truncation off).
+        drop_reasons: ``num_dropped`` by reason (keys of
+            :data:`~hf_context_synthesis.training.truncation.DROP_REASONS`, plus ``"over_example_cap"`` for
+            pre-tokenized rows).
         num_rows: Packed rows.
         real_tokens: Tokens of the kept examples.
         row_tokens: Sum of the row lengths (rows are not padded, so equal to ``real_tokens``).
@@ -163,6 +168,7 @@ class PackingStats:
     num_examples: int = 0
     num_truncated: int = 0
     num_dropped: int = 0
+    drop_reasons: dict[str, int] = field(default_factory=dict)
     num_rows: int = 0
     real_tokens: int = 0
     row_tokens: int = 0
@@ -184,6 +190,7 @@ class PackingStats:
             "num_examples": self.num_examples,
             "num_truncated": self.num_truncated,
             "num_dropped": self.num_dropped,
+            "drop_reasons": dict(self.drop_reasons),
             "num_rows": self.num_rows,
             "real_tokens": self.real_tokens,
             "row_tokens": self.row_tokens,
@@ -240,13 +247,19 @@ def tokenize_messages(messages: list[dict[str, Any]], tokenizer: Any) -> tuple[l
 
 
 def tokenize_example(
-    row: dict[str, Any], tokenizer: Any, max_length: int | None = None, truncation: bool = True
+    row: dict[str, Any],
+    tokenizer: Any,
+    max_length: int | None = None,
+    truncation: bool = True,
+    on_drop: Callable[[str], None] | None = None,
 ) -> dict[str, Any] | None:
     """Tokenize one composed row.
 
     Returns ``{"input_ids", "labels", "truncated"}``, or ``None`` when the row is longer than
     ``max_length`` and cannot be shortened (``truncation=False``, or the relevant document +
     instruction + answer alone do not fit; see :func:`~hf_context_synthesis.training.truncation.fit_row_to_length`).
+    A dropped row is logged at DEBUG and its reason (a key of :data:`~hf_context_synthesis.training.truncation.DROP_REASONS`)
+    passed to ``on_drop``.
     """
     if "messages" not in row:
         raise ValueError(f"row {row.get('seed_id', '<row>')}: no 'messages' field (columns {sorted(row)})")
@@ -254,6 +267,10 @@ def tokenize_example(
     if max_length is None or len(ids) <= max_length:
         return {"input_ids": ids, "labels": labels, "truncated": False}
     if not truncation:
+        logger.debug("row %s: %d > max_length=%d tokens; dropping the example (truncation_off)",
+                     row.get("seed_id", "<row>"), len(ids), max_length)
+        if on_drop is not None:
+            on_drop("truncation_off")
         return None
     last: dict[str, Any] = {}
 
@@ -261,7 +278,7 @@ def tokenize_example(
         last["ids"], last["labels"] = tokenize_messages(messages, tokenizer)
         return len(last["ids"])
 
-    fitted = fit_row_to_length(row, tokenizer, max_length, num_tokens=len(ids), count_tokens=count)
+    fitted = fit_row_to_length(row, tokenizer, max_length, num_tokens=len(ids), count_tokens=count, on_drop=on_drop)
     if fitted is None:
         return None
     if len(last.get("ids", ())) != fitted.num_tokens:  # pragma: no cover - count() ran last on fitted.messages
@@ -270,18 +287,41 @@ def tokenize_example(
 
 
 def _tokenize_batch(batch: dict[str, list[Any]], tokenizer: Any, max_length: int, truncation: bool) -> dict[str, list]:
+    """Tokenize a batch of composed rows; every row stays, a dropped one with no tokens and its
+    ``drop_reason`` (``""`` for a kept row), so the reasons can be counted after a parallel ``map``."""
     names = list(batch)
-    out: dict[str, list] = {"input_ids": [], "labels": [], "truncated": []}
+    out: dict[str, list] = {"input_ids": [], "labels": [], "truncated": [], "drop_reason": []}
     for i in range(len(batch[names[0]]) if names else 0):
         row = {k: batch[k][i] for k in names}
-        tok = tokenize_example(row, tokenizer, max_length, truncation)
+        reasons: list[str] = []
+        tok = tokenize_example(row, tokenizer, max_length, truncation, on_drop=reasons.append)
+        dropped = tok is None
         if tok is None:
-            if not truncation:
-                logger.warning("row %s: %s; dropping it (truncation is off)", row.get("seed_id", i), "over max_length")
-            continue
-        for k in out:
+            tok = {"input_ids": [], "labels": [], "truncated": False}
+        for k in ("input_ids", "labels", "truncated"):
             out[k].append(tok[k])
+        out["drop_reason"].append((reasons[0] if reasons else "truncation_off") if dropped else "")
     return out
+
+
+def _split_dropped(tok: dict[str, list]) -> tuple[dict[str, list], dict[str, int]]:
+    """``(kept rows, {reason: count})`` of a :func:`_tokenize_batch` output (its ``drop_reason`` removed)."""
+    reasons = tok.pop("drop_reason")
+    counts: dict[str, int] = {}
+    for reason in reasons:
+        if reason:
+            counts[reason] = counts.get(reason, 0) + 1
+    if counts:
+        tok = {k: [v for v, r in zip(values, reasons) if not r] for k, values in tok.items()}
+    return tok, counts
+
+
+def drop_summary(num_dropped: int, num_examples: int, reasons: dict[str, int], max_length: int) -> str:
+    """One line for many dropped examples: how many, and how many for each reason (most first)."""
+    parts = [f"{count} {reason}: {DROP_REASONS.get(reason, reason)}"
+             for reason, count in sorted(reasons.items(), key=lambda item: (-item[1], item[0]))]
+    return (f"{num_dropped} of {num_examples} examples were dropped, not trained on (max_length={max_length}): "
+            f"{'; '.join(parts) or 'longer than max_length'} (each row at DEBUG, -v)")
 
 
 # --------------------------------------------------------------------------------------------
@@ -589,11 +629,7 @@ def prepare_packed_dataset(
         lengths = _list_lengths(_list_column(dataset.with_format("arrow")[:], "input_ids"))
         keep = np.nonzero(lengths <= config.example_cap)[0]
         if keep.size < len(dataset):
-            logger.warning(
-                "%d pre-tokenized examples are longer than the example cap %d and are dropped",
-                len(dataset) - keep.size,
-                config.example_cap,
-            )
+            stats.drop_reasons["over_example_cap"] = len(dataset) - int(keep.size)
             tokenized = dataset.select(keep)
     else:
         if "messages" not in (dataset.column_names or []):
@@ -603,11 +639,18 @@ def prepare_packed_dataset(
             batched=True,
             batch_size=64,
             remove_columns=dataset.column_names,
-            features=TOKENIZED_FEATURES,
+            features=_TOKENIZED_WITH_REASON,
             fn_kwargs={"tokenizer": tokenizer, "max_length": config.example_cap, "truncation": config.truncation},
             num_proc=config.num_proc,
             desc="Tokenizing",
         )
+        reasons = tokenized.with_format("arrow")["drop_reason"]
+        for item in pc.value_counts(reasons).to_pylist():
+            if item["values"]:
+                stats.drop_reasons[item["values"]] = int(item["counts"])
+        if stats.drop_reasons:
+            tokenized = tokenized.select(np.nonzero(pc.equal(reasons, "").to_numpy(zero_copy_only=False))[0])
+        tokenized = tokenized.remove_columns("drop_reason")
         stats.num_truncated = int(np.sum(tokenized.with_format("arrow")["truncated"].to_numpy(zero_copy_only=False)))
     stats.num_dropped = len(dataset) - len(tokenized)
     if stats.num_dropped and not len(tokenized):  # else TRL's trainer ends in a bare StopIteration
@@ -616,8 +659,8 @@ def prepare_packed_dataset(
             f"shortened to fit{'' if config.truncation else ' (truncation is off)'}: nothing is left to train on. "
             f"Raise max_length, or compose shorter examples (fewer num_distractors, target_tokens <= max_length)"
         )
-    if stats.num_dropped:
-        logger.warning("%d of %d examples were dropped (longer than max_length=%d)", stats.num_dropped, len(dataset), config.max_length)
+    if stats.num_dropped:  # one line for all of them; each row was logged at DEBUG
+        logger.warning(drop_summary(stats.num_dropped, len(dataset), stats.drop_reasons, config.example_cap))
     packed = pack_tokenized_dataset(tokenized, config.max_length, config.shuffle_seed)
     stats.num_rows = len(packed)
     if len(packed):
@@ -658,11 +701,16 @@ def _prepare_streaming(
             tok = {"input_ids": batch["input_ids"], "labels": batch.get("labels", batch["input_ids"])}
             keep = [i for i, ids in enumerate(tok["input_ids"]) if len(ids) <= config.example_cap]
             tok = {k: [v[i] for i in keep] for k, v in tok.items()}
+            reasons = {"over_example_cap": n - len(keep)} if len(keep) < n else {}
         else:
-            tok = _tokenize_batch(batch, tokenizer, config.example_cap, config.truncation)
+            tok, reasons = _split_dropped(_tokenize_batch(batch, tokenizer, config.example_cap, config.truncation))
             stats.num_truncated += int(sum(tok.pop("truncated")))
         kept = len(tok["input_ids"])
         stats.num_dropped += n - kept
+        for reason, count in reasons.items():
+            stats.drop_reasons[reason] = stats.drop_reasons.get(reason, 0) + count
+        if reasons:  # one line per buffer of stream_buffer_size examples; each row at DEBUG
+            logger.warning(drop_summary(n - kept, n, reasons, config.example_cap))
         if not kept:
             return {k: [] for k in PACKED_FEATURES}
         table = pa.table(

@@ -45,6 +45,24 @@ logger = logging.getLogger(__name__)
 #: Re-measure / re-cut rounds before giving up on an example (each round fixes the estimate error).
 MAX_ROUNDS = 8
 
+#: Why an example was dropped instead of trained on: reason -> what it means (the summary line of
+#: :func:`~hf_context_synthesis.training.packing.prepare_packed_dataset` counts examples per reason;
+#: the row of each drop is logged at DEBUG).
+DROP_REASONS: dict[str, str] = {
+    "core_too_long": "the relevant document, instruction and answer alone are longer than max_length",
+    "chat_without_user_too_long": "the chat without its user message is longer than max_length (rows without context_spans)",
+    "not_converged": f"still longer than max_length after {MAX_ROUNDS} truncation rounds",
+    "truncation_off": "longer than max_length and truncation is off",
+    "over_example_cap": "pre-tokenized and longer than the example cap (max_example_length or max_length)",
+}
+
+
+def _dropped(row: dict[str, Any], reason: str, detail: str, on_drop: Callable[[str], None] | None) -> None:
+    """Log one dropped example at DEBUG (its row and why) and report its reason to ``on_drop``."""
+    logger.debug("row %s: %s; dropping the example (%s)", _row_name(row), detail, reason)
+    if on_drop is not None:
+        on_drop(reason)
+
 
 @dataclass
 class TruncationResult:
@@ -137,6 +155,7 @@ def fit_row_to_length(
     *,
     num_tokens: int | None = None,
     count_tokens: Callable[[list[dict[str, Any]]], int] | None = None,
+    on_drop: Callable[[str], None] | None = None,
 ) -> TruncationResult | None:
     """Shorten ``row`` so its chat fits in ``max_length`` tokens (see the module docstring for the order).
 
@@ -146,6 +165,8 @@ def fit_row_to_length(
         max_length: Token budget of the whole chat (template tokens included).
         num_tokens: The chat's current length if the caller already knows it.
         count_tokens: ``messages -> token count``; default :func:`chat_length` of ``tokenizer``.
+        on_drop: Called with the reason (a key of :data:`DROP_REASONS`) when the row cannot be kept; the
+            row itself is logged at DEBUG only, so that a caller can log one summary for many rows.
 
     Returns:
         A :class:`TruncationResult` (unchanged messages if the row already fits), or ``None`` when the
@@ -162,7 +183,7 @@ def fit_row_to_length(
             messages, n, context_spans=spans_field, relevant_index=row.get("relevant_index") if spans_field else None
         )
     if not spans_field:
-        return _fit_plain(row, messages, tokenizer, max_length, n, count)
+        return _fit_plain(row, messages, tokenizer, max_length, n, count, on_drop)
 
     content = messages[0]["content"]
     spans, rel = _validate_spans(row, content)
@@ -198,13 +219,8 @@ def fit_row_to_length(
             return result
         remaining = [d for d in order if docs[d] is not None]
         if not remaining:
-            logger.warning(
-                "row %s: the relevant document, instruction and answer alone take %d > max_length=%d tokens; "
-                "dropping the example",
-                _row_name(row),
-                n,
-                max_length,
-            )
+            _dropped(row, "core_too_long", f"the relevant document, instruction and answer alone take {n} > "
+                     f"max_length={max_length} tokens", on_drop)
             return None
         # (1) whole documents, farthest first, while the overflow is at least their size (a cut
         # would leave nothing of them; dropping also removes their separator)
@@ -228,7 +244,7 @@ def fit_row_to_length(
             result.cut_tokens += removed
         rebuild()
         n = count(messages)
-    logger.warning("row %s: could not fit in max_length=%d after %d rounds; dropping it", _row_name(row), max_length, MAX_ROUNDS)
+    _dropped(row, "not_converged", f"could not fit in max_length={max_length} after {MAX_ROUNDS} rounds", on_drop)
     return None
 
 
@@ -239,6 +255,7 @@ def _fit_plain(
     max_length: int,
     n: int,
     count: Callable[[list[dict[str, Any]]], int],
+    on_drop: Callable[[str], None] | None = None,
 ) -> TruncationResult | None:
     """LongBench middle truncation of the first user message (rows without ``context_spans``)."""
     user = next((i for i, m in enumerate(messages) if m.get("role") == "user"), None)
@@ -252,17 +269,14 @@ def _fit_plain(
             return result
         text = messages[user]["content"]
         if len(_text_ids(tokenizer, text)) <= excess:
-            logger.warning(
-                "row %s: the chat without its user message already exceeds max_length=%d; dropping the example",
-                _row_name(row),
-                max_length,
-            )
+            _dropped(row, "chat_without_user_too_long",
+                     f"the chat without its user message already exceeds max_length={max_length}", on_drop)
             return None
         new, removed = _cut_middle(tokenizer, text, excess)
         messages[user] = {**messages[user], "content": new}
         result.cut_tokens += removed
         n = count(messages)
-    logger.warning("row %s: could not fit in max_length=%d after %d rounds; dropping it", _row_name(row), max_length, MAX_ROUNDS)
+    _dropped(row, "not_converged", f"could not fit in max_length={max_length} after {MAX_ROUNDS} rounds", on_drop)
     return None
 
 
