@@ -240,7 +240,7 @@ def test_synthesis_bar_shows_tokens_per_second_and_keeps_cache_hits_out_of_the_r
 
     enable_progress_bars()  # the bars follow datasets' switch: make sure it is on
     args = ["synthesize", "--seed", str(seed_folder), "--endpoint", tgi.url, "--output", str(tmp_path / "d"),
-            "--generation-cache-dir", str(tmp_path / "c"), "--num-distractors", "1", "-q"]
+            "--generation-cache-dir", str(tmp_path / "c"), "--num-distractors", "1"]
     assert main(args) == 0
     err = capfd.readouterr().err
     assert "Synthesizing contexts" in err and "tok/s out" in err and "6/6" in err
@@ -267,7 +267,7 @@ def test_evaluation_and_context_dependence_have_progress_bars(tmp_path, capfd, t
            "length": 30, "all_classes": None, "_id": "x"}
     (data / "hotpotqa.jsonl").write_text(json.dumps(row) + "\n" + json.dumps({**row, "_id": "y"}) + "\n")
     assert main(["evaluate", "--model", tiny_model_dir, "--data-dir", str(data), "--output-dir", str(tmp_path / "e"),
-                 "--max-length", "512", "-q"]) in (0, 1)
+                 "--max-length", "512"]) in (0, 1)
     assert "LongBench hotpotqa: 100%" in capfd.readouterr().err.replace("|", "")
     rows = [{"context": "The mill stands by the Wendle.", "instruction": "Which river?", "answer": "the Wendle"}] * 3
     scores = context_dependence_scores(rows, tiny_model_dir, batch_size=2)
@@ -421,3 +421,81 @@ def test_other_argument_errors_are_short_too(capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["error: the following arguments are required: --output/--output-dir",
                    "(see 'context-synthesis synthesize --help' for every flag)"]
+
+
+# --------------------------------------------------------------------------- -q and the run's log file
+def _train_args(model: str, data: Path, out: Path, *extra: str) -> list[str]:
+    return ["train", "--model", model, "--dataset", str(data), "--output", str(out), "--max_steps", "2",
+            "--logging_steps", "1", "--max_length", "1024", "--use_cpu", "true", "--save_strategy", "no",
+            "--report_to", "none", "--activation_checkpointing", "false", *extra]
+
+
+def test_quiet_silences_progress_bars_and_trainer_step_dicts(tmp_path, capfd, seed_folder, tgi, tiny_model_dir):
+    from datasets import enable_progress_bars
+    from datasets.utils.logging import is_progress_bar_enabled
+
+    enable_progress_bars()
+    synth = ["synthesize", "--seed", str(seed_folder), "--endpoint", tgi.url, "--generation-cache-dir",
+             str(tmp_path / "c"), "--num-distractors", "1"]
+    assert main([*synth, "--output", str(tmp_path / "loud-data")]) == 0
+    loud = capfd.readouterr()
+    assert "Synthesizing contexts" in loud.err and "%|" in loud.err  # the bar is there without -q
+    assert main([*synth, "--output", str(tmp_path / "data"), "-q"]) == 0
+    quiet = capfd.readouterr()
+    assert "%|" not in quiet.err and "Synthesizing contexts" not in quiet.err, quiet.err
+    assert "seeds: 6 read" in quiet.out  # the summary is still printed
+    assert is_progress_bar_enabled()  # -q held for that command only
+
+    assert main(_train_args(tiny_model_dir, tmp_path / "data", tmp_path / "loud-model")) == 0
+    loud = capfd.readouterr()
+    assert "'loss':" in loud.out + loud.err and "%|" in loud.err  # step dicts and bars without -q
+    assert main(_train_args(tiny_model_dir, tmp_path / "data", tmp_path / "model", "-q")) == 0
+    quiet = capfd.readouterr()
+    assert "'loss':" not in quiet.out + quiet.err and "grad_norm" not in quiet.out + quiet.err
+    assert "%|" not in quiet.err and "it/s]" not in quiet.err, quiet.err
+    assert "Trained 2 steps" in quiet.out
+    # the step dicts are not lost: they are in the log file (and trainer_state.json)
+    log = (tmp_path / "model" / "context-synthesis.log").read_text()
+    assert "step 1: {'loss':" in log and "step 2: {'loss':" in log
+
+
+def test_each_run_folder_gets_a_log_file_at_info_with_debug_under_v_and_tokens_redacted(
+        tmp_path, capfd, seed_folder, tgi, tiny_model_dir, monkeypatch):
+    import secrets
+
+    token = "hf_" + secrets.token_hex(16)
+    monkeypatch.setenv("HF_TOKEN", token)  # a token in play: redacted wherever it would appear
+    data = tmp_path / "data"
+    synth = ["synthesize", "--seed", str(seed_folder), "--endpoint", tgi.url, "--generation-cache-dir",
+             str(tmp_path / "c"), "--num-distractors", "1", "--progress", "false"]
+    assert main([*synth, "--output", str(data), "-q"]) == 0
+    log = (data / "context-synthesis.log").read_text()
+    # INFO of this package although -q kept the console to warnings
+    assert " INFO hf_context_synthesis" in log and " DEBUG " not in log
+    assert "context-synthesis synthesize" in log.splitlines()[0]  # the command line heads it
+    assert main([*synth, "--output", str(data)]) == 0  # a rerun appends to the same log, below its own header
+    again = (data / "context-synthesis.log").read_text()
+    assert again.startswith(log) and again.count("context-synthesis (hf-context-synthesis)") == 2
+
+    # train -v: DEBUG lines too; a token that reaches a log line is redacted
+    model = tmp_path / "model"
+    assert main(_train_args(tiny_model_dir, data, model, "-v", "--run_name", f"run-{token}")) == 0
+    log = (model / "context-synthesis.log").read_text()
+    assert " DEBUG hf_context_synthesis" in log
+    assert "--run_name run-" in log.splitlines()[0] and token not in log  # the command line, redacted
+    # a failure the user can act on is in the log as on the console
+    assert main(_train_args(tiny_model_dir, data, model, "--packing", "true")) == 2
+    assert "conflicts with the packing path" in (model / "context-synthesis.log").read_text()[len(log):]
+
+    # evaluate writes its log into its --output folder; a dry run or a first run that fails writes none
+    longbench = tmp_path / "longbench"
+    longbench.mkdir()
+    row = {"input": "Which river?", "context": "The mill stands by the Wendle. " * 5, "answers": ["the Wendle"],
+           "length": 30, "all_classes": None, "_id": "x"}
+    (longbench / "hotpotqa.jsonl").write_text(json.dumps(row) + "\n")
+    assert main(["evaluate", "--model", tiny_model_dir, "--data-dir", str(longbench), "--output", str(tmp_path / "e"),
+                 "--max-length", "512"]) in (0, 1)
+    assert "LongBench" in (tmp_path / "e" / "context-synthesis.log").read_text()
+    assert main([*synth, "--output", str(tmp_path / "dry"), "--dry-run"]) == 0
+    assert not (tmp_path / "dry").exists()
+    capfd.readouterr()

@@ -117,14 +117,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``context-synthesis demo``."""
+    from ..recipe import load_recipe
+
+    recipe_dir = args.output_dir or load_recipe(args.recipe or default_recipe_path()).output_dir
+    args.run_folder = str(recipe_dir)  # where the log file goes
     out = run_demo(args.recipe, output_dir=args.output_dir, steps=args.steps, overrides=args.overrides,
                    dry_run=args.dry_run)
     if args.dry_run:
         print(out)
         return 0
-    from ..recipe import load_recipe
-
-    recipe_dir = args.output_dir or load_recipe(args.recipe or default_recipe_path()).output_dir
     print(f"demo outputs in {recipe_dir}")
     for key, score in sorted(out.eval_scores.items()):
         print(f"  {key}: {score:.2f} (random tiny model: the number only shows the wiring)")

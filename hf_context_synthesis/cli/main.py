@@ -157,12 +157,14 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def configure_logging(args: argparse.Namespace) -> None:
+def configure_logging(args: argparse.Namespace, *, file_level: int | None = None) -> None:
     """Root logging from ``-v``/``-q``/``--log-level``; third-party chatter kept down.
 
     Default: INFO for this package, WARNING for other libraries; httpx/httpcore request lines only
     with ``-vv``. huggingface_hub's and datasets' own handlers stop propagating so each of their
-    warnings is printed once, not twice.
+    warnings is printed once, not twice. ``file_level`` (the run's log file, :class:`RunLog`) keeps this
+    package's records down to that level flowing while the console handler shows only the console level
+    (``-q``: warnings on the console, INFO in the file).
     """
     verbose, quiet = int(getattr(args, "verbose", 0) or 0), int(getattr(args, "quiet", 0) or 0)
     level = logging.INFO
@@ -176,9 +178,13 @@ def configure_logging(args: argparse.Namespace) -> None:
     root_level = logging.WARNING if level < logging.WARNING and verbose < 2 else level
     root = logging.getLogger()
     if not root.handlers:  # keep handlers the host process installed (e.g. pytest's)
-        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.basicConfig(format=LOG_FORMAT)
+        root.handlers[0]._context_synthesis_console = True  # type: ignore[attr-defined]
+    for handler in root.handlers:
+        if getattr(handler, "_context_synthesis_console", False):
+            handler.setLevel(level)  # the console shows the -v/-q level whatever the log file takes
     root.setLevel(root_level)
-    logging.getLogger("hf_context_synthesis").setLevel(level)
+    logging.getLogger("hf_context_synthesis").setLevel(level if file_level is None else min(level, file_level))
     noisy_level = logging.DEBUG if verbose >= 2 else max(level, logging.WARNING)
     for name in ("httpx", "httpcore", "urllib3", "filelock", "asyncio", "matplotlib", "PIL"):
         logging.getLogger(name).setLevel(noisy_level)
@@ -187,6 +193,64 @@ def configure_logging(args: argparse.Namespace) -> None:
         if lib.handlers:
             lib.propagate = False
         lib.setLevel(max(level, logging.WARNING) if verbose < 2 else logging.DEBUG)
+
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+#: The log file every run writes into its folder (:class:`RunLog`).
+LOG_FILE = "context-synthesis.log"
+#: Subcommands with a run folder, which gets :data:`LOG_FILE`.
+LOGGED_COMMANDS = ("synthesize", "merge", "train", "evaluate", "run", "demo")
+
+
+class RunLog:
+    """The log file of one command, ``<run folder>/context-synthesis.log``.
+
+    Records go to a temporary file from the start (this package's at INFO, or DEBUG with ``-v``; other
+    libraries' warnings), whatever ``-q`` does to the console; tokens are redacted as on the console
+    (:class:`~hf_context_synthesis.utils.secrecy.SecretFilter`). :meth:`finish` appends them to the log
+    file of the run folder when that folder exists (a rerun adds to it below a header line), so a failed
+    first run that leaves no folder behind leaves no log file either, and ``--dry-run`` writes none.
+    """
+
+    def __init__(self, level: int, argv: Sequence[str]) -> None:
+        import os
+        import tempfile
+
+        from ..utils.secrecy import SecretFilter, redact
+
+        fd, self.path = tempfile.mkstemp(prefix="context-synthesis-", suffix=".log")
+        os.close(fd)
+        self.handler = logging.FileHandler(self.path, encoding="utf-8")
+        self.handler.setLevel(level)
+        self.handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        self.handler.addFilter(SecretFilter())
+        logging.getLogger().addHandler(self.handler)
+        self.note(logging.INFO, redact(f"{_version()}: context-synthesis {' '.join(argv)}"))
+
+    def note(self, level: int, message: str, exc_info: Any = None) -> None:
+        """Write one line into this log only (the console has already shown it, or should not)."""
+        record = logging.LogRecord("hf_context_synthesis.cli", level, __file__, 0, message, None, exc_info)
+        self.handler.handle(record)
+
+    def finish(self, folder: str | None) -> str | None:
+        """Stop logging; append the records to ``folder``'s :data:`LOG_FILE` (when ``folder`` exists).
+        Returns the log file's path, or ``None`` when there was no folder to write into."""
+        import os
+        import shutil
+
+        logging.getLogger().removeHandler(self.handler)
+        self.handler.close()
+        target = os.path.join(folder, LOG_FILE) if folder and os.path.isdir(folder) else None
+        try:
+            if target is not None:
+                with open(self.path, "rb") as src, open(target, "ab") as dst:
+                    shutil.copyfileobj(src, dst)
+        except OSError as err:  # a full or read-only disk: the run's outcome stands, say where the log is not
+            print(f"warning: could not write {target}: {err.strerror or err}", file=sys.stderr)
+            target = None
+        finally:
+            os.unlink(self.path)
+        return target
 
 
 def _subparser(parser: argparse.ArgumentParser, command: str | None) -> argparse.ArgumentParser:
@@ -216,7 +280,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, extras = parser.parse_known_args(argv)
     if extras:
         _unknown_arguments_error(parser, command, extras)
-    configure_logging(args)
+    verbose = int(getattr(args, "verbose", 0) or 0)
+    logged = command in LOGGED_COMMANDS and not getattr(args, "dry_run", False)
+    file_level = logging.DEBUG if verbose else logging.INFO
+    configure_logging(args, file_level=file_level if logged else None)
+    run_log = RunLog(file_level, argv) if logged else None
+    restore_console = None
+    if int(getattr(args, "quiet", 0) or 0) and not verbose:
+        from ..utils.progress import quiet_console
+
+        restore_console = quiet_console()  # no progress bars, no printed Trainer step dicts
     if command in ("train", "evaluate", "run", "demo") or getattr(args, "endpoint", "") is None:
         _never_prompt_for_remote_code()  # these load models with transformers
     try:
@@ -224,12 +297,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as err:  # clear one-line errors for the failures a user can act on
         expected = _expected_failure(err, args)
         if expected is None:
+            if run_log is not None:
+                run_log.note(logging.ERROR, "failed with an unexpected error", exc_info=sys.exc_info())
             raise  # a bug: keep the traceback
         from ..utils.secrecy import redact
 
         message, code = expected
         print(f"error: {redact(message)}", file=sys.stderr)
+        if run_log is not None:
+            run_log.note(logging.ERROR, f"error: {redact(message)}")
         return code
+    finally:
+        if restore_console is not None:
+            restore_console()
+        if run_log is not None:
+            run_log.finish(run_folder(args))
+
+
+def run_folder(args: argparse.Namespace) -> str | None:
+    """The folder a command writes into (where :data:`LOG_FILE` goes): what the subcommand recorded in
+    ``args.run_folder`` once it knew it (``run``/``demo``: the recipe's ``output_dir``; ``train``: its
+    output, which may come from ``--config``), else ``--output``."""
+    for name in ("run_folder", "output", "output_dir"):
+        value = getattr(args, name, None)
+        if isinstance(value, str) and value:
+            return value
+    return None
 
 
 def _never_prompt_for_remote_code() -> None:

@@ -41,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "resume", False):
         overrides.append("training.resume_from_checkpoint=last")
     recipe = load_recipe(args.recipe, overrides)
+    args.run_folder = str(recipe.output_dir)  # where the log file goes
     if getattr(args, "dry_run", False):
         print(dry_run(recipe, args.steps))
         return 0

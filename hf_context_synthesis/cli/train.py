@@ -139,6 +139,7 @@ def train_from_args(args: argparse.Namespace) -> int:
     job_values, sft_values = _cli_values(args)
     _refuse_packing_conflicts(sft_values)
     job = TrainingJobArguments(**job_values)
+    args.run_folder = job.output  # where the log file goes
     for name in ("model", "dataset", "output"):
         if not getattr(job, name):
             raise ValueError(f"train: --{name} is required (flag or '{name}:' key in --config)")

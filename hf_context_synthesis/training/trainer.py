@@ -34,6 +34,8 @@ from typing import Any
 import trl
 from transformers import TrainerCallback
 
+from ..utils.progress import quiet_trainer_output
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -771,6 +773,7 @@ def build_trainer(
         "source_rows": n_rows,
     }
     _front_load_metric_callbacks(trainer)
+    quiet_trainer_output(trainer)  # -q: no bar, no printed step dicts (they go to the log at INFO)
     return trainer
 
 

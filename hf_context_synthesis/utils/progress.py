@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from typing import Any
+
+logger = logging.getLogger(__name__)
+
+#: Set by :func:`quiet_console`: progress bars and the Trainer's printed step dicts are off.
+_console_quiet = False
 
 
 def progress_bar(*, total: int | None, desc: str, unit: str = "it", enabled: bool = True, **kwargs: Any):
@@ -81,3 +88,67 @@ class RequestProgress:
 
     def close(self) -> None:
         self.bar.close()
+
+
+def console_is_quiet() -> bool:
+    """Whether :func:`quiet_console` is in force (the command line's ``-q``)."""
+    return _console_quiet
+
+
+def quiet_console() -> Callable[[], None]:
+    """Silence the console output that is not logging: every progress bar (this package's, which follow
+    ``datasets``' switch, ``datasets``' own, ``huggingface_hub``'s downloads, transformers' loading bars)
+    and, through :func:`quiet_trainer_output`, the Trainer's step dicts (``{'loss': ..., 'grad_norm': ...}``).
+
+    Returns a function that restores the switches as they were (a process running several commands,
+    e.g. tests, gets its bars back).
+    """
+    global _console_quiet
+    import datasets
+    import huggingface_hub.utils as hub_utils
+    from datasets.utils.logging import is_progress_bar_enabled
+
+    restore: list[Callable[[], None]] = []
+    previous_quiet = _console_quiet
+    restore.append(lambda: globals().__setitem__("_console_quiet", previous_quiet))
+    if is_progress_bar_enabled():
+        datasets.disable_progress_bars()
+        restore.append(datasets.enable_progress_bars)
+    if not hub_utils.are_progress_bars_disabled():
+        hub_utils.disable_progress_bars()
+        restore.append(hub_utils.enable_progress_bars)
+    try:
+        import transformers.utils.logging as tf_logging
+    except ImportError:  # pragma: no cover - transformers is a dependency
+        tf_logging = None
+    if tf_logging is not None and tf_logging.is_progress_bar_enabled():
+        tf_logging.disable_progress_bar()
+        restore.append(tf_logging.enable_progress_bar)
+    _console_quiet = True
+
+    def undo() -> None:
+        for step in reversed(restore):
+            step()
+
+    return undo
+
+
+def quiet_trainer_output(trainer: Any) -> None:
+    """Under :func:`quiet_console`, take transformers' ``ProgressCallback`` (bar + printed step dicts) and
+    ``PrinterCallback`` (printed step dicts) off ``trainer``; its step dicts go to this package's log at
+    INFO instead (the run's log file keeps them; ``trainer_state.json`` has them all). A no-op otherwise."""
+    if not _console_quiet:
+        return
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback, TrainerCallback
+
+    class LogStepsCallback(TrainerCallback):
+        """Logs each step dict of the Trainer at INFO (instead of printing it)."""
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+            if logs and state.is_local_process_zero:
+                shown = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in logs.items() if k != "total_flos"}
+                logger.info("step %d: %s", state.global_step, shown)
+
+    trainer.remove_callback(ProgressCallback)
+    trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(LogStepsCallback())
