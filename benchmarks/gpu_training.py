@@ -363,7 +363,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         methods = {m: run_method(m, sc, tokenizer, args, device) for m in args.methods}
         report["scenarios"][name] = {k: v for k, v in sc.items() if k != "dataset"} | {
             "methods": methods, "ratios": ratios(methods)}
+        write_json(report, args.json)  # after every scenario: a run stopped by a time limit keeps what it measured
     return report
+
+
+def write_json(report: dict[str, Any], path: Path | None) -> None:
+    """Write the report to ``path`` (nothing when ``None``)."""
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report, indent=2))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -377,9 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     transformers.logging.set_verbosity_error()
     report = run(args)
     print_report(report)
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2))
+    write_json(report, args.json)
     return 0
 
 
