@@ -245,7 +245,8 @@ def run_method(method: str, scenario: dict[str, Any], tokenizer: Any, args: argp
     import torch
 
     cuda = device.type == "cuda"
-    attn = "sdpa" if method == "padded" else (args.trl_attention if method == "trl_bfd" else "sdpa")
+    # ours starts on sdpa and build_trainer switches it; trl_bfd gets ours' packed path unless told otherwise
+    attn = args.trl_attention if method == "trl_bfd" else "sdpa"
     if attn == "same":
         attn = scenario["attention"]
     model = build_model(args.model_spec, device, attn, args.seed)
