@@ -322,7 +322,7 @@ def build_scenarios(args: argparse.Namespace, device_type: str, vocab: int) -> d
 
 def print_report(report: dict[str, Any]) -> None:
     """The side-by-side table and ratios."""
-    print(f"gpu_training benchmark: {report['device']}, Llama {report['params_b']:.2f}B params (random, from config), "
+    print(f"gpu_training benchmark: {report['device']}, Llama {report['params_b'] * 1000:,.1f}M params (random, from config), "
           f"torch {report['torch']}, transformers {report['transformers']}, trl {report['trl']}")
     for name, sc in report["scenarios"].items():
         print(f"\n[{name}] rows of {sc['row_length']:,} tokens, examples <= {sc['example_cap']:,} "
