@@ -483,9 +483,10 @@ def test_each_run_folder_gets_a_log_file_at_info_with_debug_under_v_and_tokens_r
     log = (model / "context-synthesis.log").read_text()
     assert " DEBUG hf_context_synthesis" in log
     assert "--run_name run-" in log.splitlines()[0] and token not in log  # the command line, redacted
-    # a failure the user can act on is in the log as on the console
+    # a run refused at its checks changes nothing in the folder, its log included
+    before = {p.name: p.stat().st_mtime_ns for p in model.iterdir()}
     assert main(_train_args(tiny_model_dir, data, model, "--packing", "true")) == 2
-    assert "conflicts with the packing path" in (model / "context-synthesis.log").read_text()[len(log):]
+    assert {p.name: p.stat().st_mtime_ns for p in model.iterdir()} == before
 
     # evaluate writes its log into its --output folder; a dry run or a first run that fails writes none
     longbench = tmp_path / "longbench"
@@ -499,3 +500,39 @@ def test_each_run_folder_gets_a_log_file_at_info_with_debug_under_v_and_tokens_r
     assert main([*synth, "--output", str(tmp_path / "dry"), "--dry-run"]) == 0
     assert not (tmp_path / "dry").exists()
     capfd.readouterr()
+
+
+# --------------------------------------------------------------------------- set-up problems all at once
+SETUP_CASES = {
+    # command -> (argv with {tmp} and {dead}, the settings every one of which must be named)
+    "synthesize": (["synthesize", "--seed", "{seeds}", "--output", "{tmp}/out", "--endpoint", "{dead}",
+                    "--context-words", "-5", "--num-distractors", "-1"],
+                   ["context_words", "num_distractors", "--endpoint"]),
+    "merge": (["merge", "--seed", "{seeds}", "--output", "{tmp}/out", "--max-seeds", "-3",
+               "--shard-cache", "{tmp}/a.sqlite", "{tmp}/b.sqlite"],
+              ["max_seeds", "a.sqlite", "b.sqlite"]),
+    "train": (["train", "--model", "{tmp}/no-model", "--dataset", "{seeds}", "--packing", "true",
+               "--padding_free", "true"],
+              ["--packing", "--padding_free", "--output", "--model"]),
+    "evaluate": (["evaluate", "--model", "{tmp}/no-model", "--data-dir", "{tmp}/no-data", "--output", "{tmp}/e",
+                  "--cot", "--limit", "0"],
+                 ["--cot", "--limit", "--data-dir", "--model"]),
+    "push-model": (["push-model", "{tmp}/no-model", "you/x/y", "--eval-results", "{tmp}/none.json"],
+                   ["DIR", "REPO_ID", "--eval-results"]),
+}
+
+
+@pytest.mark.parametrize("command", sorted(SETUP_CASES))
+def test_every_setup_problem_of_a_command_is_listed_at_once(command, tmp_path, capsys, monkeypatch, seed_folder):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    argv, settings = SETUP_CASES[command]
+    argv = [a.format(tmp=tmp_path, seeds=seed_folder, dead="http://127.0.0.1:9") for a in argv]
+    assert main(argv) in (1, 2)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0] == f"error: {command} found {len(settings)} problems:", err
+    assert len(err) == 1 + len(settings)
+    for setting, line in zip(settings, err[1:]):
+        assert line.startswith("  - ") and setting in line, (setting, line)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "e").exists()  # nothing written

@@ -115,11 +115,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default="INFO", help="Logging level (overrides -v/-q), e.g. DEBUG.")
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run ``context-synthesis demo``."""
+def planned_folder(args: argparse.Namespace) -> str:
+    """``--output`` or the demo recipe's ``output_dir``: where the log file goes."""
     from ..recipe import load_recipe
 
-    recipe_dir = args.output_dir or load_recipe(args.recipe or default_recipe_path()).output_dir
+    return str(args.output_dir or load_recipe(args.recipe or default_recipe_path()).output_dir)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``context-synthesis demo``."""
+    recipe_dir = planned_folder(args)
     args.run_folder = str(recipe_dir)  # where the log file goes
     out = run_demo(args.recipe, output_dir=args.output_dir, steps=args.steps, overrides=args.overrides,
                    dry_run=args.dry_run)

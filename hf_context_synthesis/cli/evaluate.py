@@ -87,7 +87,21 @@ def preflight(args: argparse.Namespace) -> None:
     """``evaluate`` checks the model, tokenizer and data folder before loading anything (all problems at once)."""
     from ..synthesis.plan import RunSetupError, SetupProblems, check_model
 
+    from ..utils.checks import check_output_writable
+
     problems = SetupProblems("evaluate")
+    if getattr(args, "suite", "longbench") == "longbench" and (
+            getattr(args, "cot", False) or getattr(args, "temperature", None) is not None):
+        problems.add("--cot" if getattr(args, "cot", False) else "--temperature",
+                     "--cot and --temperature apply to --suite longbench-v2 only (LongBench v1 is greedy)", bad_value=True)
+    for name in ("limit", "batch_size"):
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            problems.add(f"--{name.replace('_', '-')}", f"--{name.replace('_', '-')} must be >= 1, got {value}",
+                         bad_value=True)
+    if getattr(args, "output_dir", None):
+        with problems.check("--output"):
+            check_output_writable(args.output_dir, "evaluate")
     data_dir = getattr(args, "data_dir", None)
     hub_id = isinstance(data_dir, str) and re.fullmatch(r"[\w.-]+/[\w.-]+(@[\w./-]+)?", data_dir)
     if isinstance(data_dir, str) and not os.path.exists(data_dir) and not hub_id:

@@ -208,15 +208,23 @@ class RunLog:
     Records go to a temporary file from the start (this package's at INFO, or DEBUG with ``-v``; other
     libraries' warnings), whatever ``-q`` does to the console; tokens are redacted as on the console
     (:class:`~hf_context_synthesis.utils.secrecy.SecretFilter`). :meth:`finish` appends them to the log
-    file of the run folder when that folder exists (a rerun adds to it below a header line), so a failed
-    first run that leaves no folder behind leaves no log file either, and ``--dry-run`` writes none.
+    file of the run folder (a rerun adds to it below a header line) when the run wrote something there:
+    a run refused at its checks leaves the folder exactly as it was, a failed first run that leaves no
+    folder behind leaves no log file either, and ``--dry-run`` writes none.
+
+    Args:
+        level: The file's level.
+        argv: The command line (its first line, redacted).
+        folder: The run folder when it is known at the start (its contents are compared at the end).
     """
 
-    def __init__(self, level: int, argv: Sequence[str]) -> None:
+    def __init__(self, level: int, argv: Sequence[str], folder: str | None = None) -> None:
         import os
         import tempfile
 
         from ..utils.secrecy import SecretFilter, redact
+
+        self.folder, self.before = folder, folder_state(folder)
 
         fd, self.path = tempfile.mkstemp(prefix="context-synthesis-", suffix=".log")
         os.close(fd)
@@ -240,7 +248,8 @@ class RunLog:
 
         logging.getLogger().removeHandler(self.handler)
         self.handler.close()
-        target = os.path.join(folder, LOG_FILE) if folder and os.path.isdir(folder) else None
+        changed = folder != self.folder or folder_state(folder) != self.before
+        target = os.path.join(folder, LOG_FILE) if folder and os.path.isdir(folder) and changed else None
         try:
             if target is not None:
                 with open(self.path, "rb") as src, open(target, "ab") as dst:
@@ -251,6 +260,23 @@ class RunLog:
         finally:
             os.unlink(self.path)
         return target
+
+
+def folder_state(folder: str | None) -> frozenset[tuple[str, int, int]] | None:
+    """What a run could have changed in ``folder``: name, mtime and size of each entry (hidden entries
+    such as lock files and the log itself left out); ``None`` when it does not exist."""
+    import os
+
+    if not folder or not os.path.isdir(folder):
+        return None
+    state = set()
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.name == LOG_FILE or entry.name.startswith("."):
+                continue
+            info = entry.stat(follow_symlinks=False)
+            state.add((entry.name, info.st_mtime_ns, info.st_size))
+    return frozenset(state)
 
 
 def _subparser(parser: argparse.ArgumentParser, command: str | None) -> argparse.ArgumentParser:
@@ -284,7 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logged = command in LOGGED_COMMANDS and not getattr(args, "dry_run", False)
     file_level = logging.DEBUG if verbose else logging.INFO
     configure_logging(args, file_level=file_level if logged else None)
-    run_log = RunLog(file_level, argv) if logged else None
+    run_log = RunLog(file_level, argv, _planned_folder(args)) if logged else None
     restore_console = None
     if int(getattr(args, "quiet", 0) or 0) and not verbose:
         from ..utils.progress import quiet_console
@@ -312,6 +338,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             restore_console()
         if run_log is not None:
             run_log.finish(run_folder(args))
+
+
+def _planned_folder(args: argparse.Namespace) -> str | None:
+    """The run folder as known before the command runs: its module's ``planned_folder(args)`` (``run``,
+    ``demo``, ``train``: from the recipe or ``--config``) or :func:`run_folder`; ``None`` when unknown."""
+    module = sys.modules.get(getattr(getattr(args, "_run", None), "__module__", ""))
+    planned = getattr(module, "planned_folder", None)
+    if planned is None:
+        return run_folder(args)
+    try:
+        return planned(args)
+    except Exception:  # a bad recipe or config: the command itself reports it
+        return None
 
 
 def run_folder(args: argparse.Namespace) -> str | None:

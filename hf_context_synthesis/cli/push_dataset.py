@@ -47,7 +47,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_common_arguments(parser)
 
 
+def check_push_arguments(args: argparse.Namespace, command: str, *, needs: str, what: str) -> Any:
+    """The problems of a push's positional arguments, all together (a :class:`SetupProblems` the caller
+    may add to): ``directory`` is a folder holding ``needs``, ``repo_id`` reads ``namespace/name``."""
+    import re
+
+    from ..utils.checks import SetupProblems
+
+    problems = SetupProblems(command)
+    folder = Path(args.directory)
+    if not folder.is_dir():
+        problems.add("DIR", f"{args.directory!r} is not a folder ({what})")
+    elif not (folder / needs).exists():
+        problems.add("DIR", f"{args.directory!r} holds no {needs}: is it {what}?")
+    if not re.fullmatch(r"([\w.-]+/)?[\w.-]+", args.repo_id or ""):
+        problems.add("REPO_ID", f"{args.repo_id!r} is not a Hub repo id (namespace/name, or name in your namespace)", bad_value=True)
+    return problems
+
+
 def run(args: argparse.Namespace) -> int:
+    check_push_arguments(args, "push-dataset", needs="data",
+                         what="a folder written by `context-synthesis synthesize --output`").raise_if_any()
     kwargs = card_kwargs(args)
     if args.pretty_name:
         kwargs["pretty_name"] = args.pretty_name

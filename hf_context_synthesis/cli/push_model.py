@@ -8,7 +8,7 @@ import tempfile
 
 from ..evaluation.results import load_eval_results
 from ..hub.publish import HubPublishError, prepare_model_folder, push_model_to_hub
-from .push_dataset import add_common_arguments, card_kwargs, upload_listing
+from .push_dataset import add_common_arguments, card_kwargs, check_push_arguments, upload_listing
 
 
 
@@ -24,7 +24,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    eval_results = load_eval_results(args.eval_results) if args.eval_results else None
+    problems = check_push_arguments(args, "push-model", needs="config.json",
+                                    what="a training output folder (save_pretrained)")
+    eval_results = None
+    if args.eval_results:
+        with problems.check("--eval-results"):
+            eval_results = load_eval_results(args.eval_results)
+    problems.raise_if_any()
     if getattr(args, "dry_run", False):
         with tempfile.TemporaryDirectory(prefix="context-synthesis-dry-run-") as tmp:
             prepare_model_folder(

@@ -33,14 +33,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default="INFO", help="Logging level (overrides -v/-q), e.g. DEBUG.")
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run ``context-synthesis run``; prints where things went and the scores."""
+def _overrides(args: argparse.Namespace) -> list[str]:
     overrides = list(args.overrides)
     if getattr(args, "output_dir", None):
         overrides.insert(0, f"output_dir={json.dumps(args.output_dir)}")  # quoted: values are YAML
     if getattr(args, "resume", False):
         overrides.append("training.resume_from_checkpoint=last")
-    recipe = load_recipe(args.recipe, overrides)
+    return overrides
+
+
+def planned_folder(args: argparse.Namespace) -> str:
+    """The recipe's ``output_dir`` (after ``--output`` and ``--set``): where the log file goes."""
+    return str(load_recipe(args.recipe, _overrides(args)).output_dir)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``context-synthesis run``; prints where things went and the scores."""
+    recipe = load_recipe(args.recipe, _overrides(args))
     args.run_folder = str(recipe.output_dir)  # where the log file goes
     if getattr(args, "dry_run", False):
         print(dry_run(recipe, args.steps))

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from ..synthesis.report import exit_code
+from ..utils.checks import SetupProblems
 from ..utils.fields import add_dataclass_arguments
 from ..utils.folders import keep_no_empty_folder
 
@@ -29,8 +31,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_dataclass_arguments(group, SynthesisConfig, overrides={"seed": {"required": True}})
 
 
-def config_from_args(args: argparse.Namespace):
-    """A :class:`SynthesisConfig` from the parsed ``--flags`` (unset flags keep their defaults)."""
+def config_from_args(args: argparse.Namespace, problems: SetupProblems | None = None):
+    """A :class:`SynthesisConfig` from the parsed ``--flags`` (unset flags keep their defaults).
+
+    With ``problems``, every bad value is recorded there (one problem per flag, not only the first
+    the settings' validation meets) and the config of the values that passed is returned, so that the
+    other checks of the command still run; ``None`` when not even that config can be built.
+    """
     import dataclasses
 
     from ..synthesis.config import SynthesisConfig
@@ -39,18 +46,39 @@ def config_from_args(args: argparse.Namespace):
     values = {k: v for k, v in vars(args).items() if k in fields and v is not None}
     if isinstance(values.get("endpoint"), list) and len(values["endpoint"]) == 1:
         values["endpoint"] = values["endpoint"][0]
-    return SynthesisConfig(**values)
+    if problems is None:
+        return SynthesisConfig(**values)
+    try:
+        return SynthesisConfig(**values)
+    except (ValueError, TypeError):
+        pass
+    kept: dict[str, Any] = {}
+    ordered = sorted(values.items(), key=lambda item: item[0] != "seed")  # the seed first: others may need it
+    for name, value in ordered:  # one flag at a time over those that passed: every bad one is named
+        with problems.check(name):  # the settings' own name: their messages start with it
+            SynthesisConfig(**{**kept, name: value})
+            kept[name] = value
+    try:
+        return SynthesisConfig(**kept)
+    except (ValueError, TypeError):
+        return None
 
 
 def run(args: argparse.Namespace) -> int:
     from ..synthesis.plan import check_synthesis_inputs, dry_run_synthesis
 
-    config = config_from_args(args)
+    problems = SetupProblems(f"synthesize{' --dry-run' if args.dry_run else ''}")
+    config = config_from_args(args, problems)
     hint = "--generator-model NAME_OR_PATH"
     if args.dry_run:  # every input check and the plan; all problems at once
-        print(dry_run_synthesis(config, args.output, step="synthesize", setting_hint=hint).to_text())
+        plan = dry_run_synthesis(config, args.output, step="synthesize", setting_hint=hint, problems=problems) \
+            if config is not None else None
+        problems.raise_if_any()
+        print(plan.to_text())  # type: ignore[union-attr]
         return 0
-    check_synthesis_inputs(config, step="synthesize", setting_hint=hint, output_dir=args.output)
+    if config is not None:  # the bad values and every input problem together
+        check_synthesis_inputs(config, step="synthesize", setting_hint=hint, output_dir=args.output, problems=problems)
+    problems.raise_if_any()
     if config.num_shards > 1:
         from ..scale.sharding import synthesize_shard
 

@@ -68,7 +68,14 @@ _PACKING_CONFLICTS: dict[str, tuple[Any, str]] = {
 }
 
 
-def _refuse_packing_conflicts(sft_values: dict[str, Any]) -> None:
+def _refuse_packing_conflicts(sft_values: dict[str, Any], problems: Any = None) -> None:
+    """Refuse settings that would pack or prepare the rows again (:data:`_PACKING_CONFLICTS`); with
+    ``problems`` (a :class:`~hf_context_synthesis.utils.checks.SetupProblems`) each one is recorded there."""
+    if problems is not None:
+        for name in [*_PACKING_CONFLICTS, "dataset_kwargs"]:
+            with problems.check(f"--{name}"):
+                _refuse_packing_conflicts({name: sft_values[name]} if name in sft_values else {})
+        return
     from ..utils.fields import parse_bool
 
     for name, (bad, why) in _PACKING_CONFLICTS.items():
@@ -188,24 +195,46 @@ def show_train_defaults(parser: argparse.ArgumentParser) -> None:
 
 
 def preflight(args: argparse.Namespace) -> None:
-    """``train`` checks its base model and dataset path before loading anything (all problems at once)."""
+    """``train`` checks its settings (``--config``, settings that conflict with the packing path, the
+    required model, dataset and output) and its base model and dataset path before loading anything; all
+    problems at once."""
     from ..synthesis.plan import SetupProblems, check_model, check_seed_source
 
     problems = SetupProblems("train")
+    values: tuple[dict[str, Any], dict[str, Any]] | None = None
+    with problems.check("--config"):
+        values = _cli_values(args)
+    if values is not None:
+        job_values, sft_values = values
+        _refuse_packing_conflicts(sft_values, problems)
+        for name in ("model", "dataset", "output"):
+            if not job_values.get(name):
+                problems.add(f"--{name}", f"train: --{name} is required (flag or '{name}:' key in --config)",
+                             bad_value=True)
+    merged = values[0] if values is not None else {}  # the flags over --config, TRL's names resolved
+
+    def given(attr: str) -> Any:
+        return getattr(args, attr, None) or (merged.get(attr) if attr in ("model", "dataset") else None)
+
     for attr in ("model_name_or_path", "model"):
-        model = getattr(args, attr, None)
+        model = given(attr)
         if isinstance(model, str) and model:
             with problems.check(f"--{attr.replace('_', '-')}"):
                 check_model(model, what="base model", step="train", setting_hint=f"--{attr} NAME_OR_PATH")
             break
     for attr in ("dataset_name", "dataset"):
-        data = getattr(args, attr, None)
+        data = given(attr)
         if isinstance(data, str) and data:
             with problems.check(f"--{attr.replace('_', '-')}"):
                 check_seed_source(data, step="train", setting_hint=f"--{attr} FOLDER_OR_ID", what="training data",
                                   probe_hub=False)
             break
     problems.raise_if_any()
+
+
+def planned_folder(args: argparse.Namespace) -> str | None:
+    """The training output (``--output``/``--output_dir`` or the ``--config`` key): where the log file goes."""
+    return _cli_values(args)[0].get("output") or getattr(args, "output_dir", None)
 
 
 def run(args: argparse.Namespace) -> int:
