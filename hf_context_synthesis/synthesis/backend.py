@@ -6,10 +6,19 @@ from typing import Any
 
 from ..backends.base import GenerationBackend
 from ..backends.fleet import FleetBackend
-from ..utils.packaged_models import from_pretrained_args
+from ..utils.packaged_models import materialize_packaged_model
 from .config import SynthesisConfig, embedded_generator_model
 
-__all__ = ["load_tokenizer", "make_backend"]
+__all__ = ["RESPONSE_PREFIX", "load_tokenizer", "make_backend"]
+
+#: The reply prefix of the embedded backend in context synthesis: the marker the prompt asks the reply
+#: to start with and :func:`~hf_context_synthesis.synthesis.prompts.parse_context` looks for.
+RESPONSE_PREFIX = "Context:"
+
+
+def _wants_context_prefix(config: SynthesisConfig) -> bool:
+    """Context synthesis with the ``Context:`` marker required (the paper's parsing)."""
+    return config.mode == "context_synthesis" and bool(config.require_context_marker)
 
 
 def make_backend(config: SynthesisConfig) -> GenerationBackend:
@@ -32,6 +41,9 @@ def make_backend(config: SynthesisConfig) -> GenerationBackend:
             batch_size=config.batch_size,
             device=config.device,
             progress=config.progress,
+            # the prompt asks for a reply starting with "Context:": writing it for the model keeps small
+            # models from echoing the prompt's scaffolding (acceptance measured in docs/generator-model.md)
+            response_prefix=RESPONSE_PREFIX if _wants_context_prefix(config) else "",
         )
     from ..backends.tgi import TGIBackend, TGIBackendConfig
 
@@ -72,5 +84,4 @@ def load_tokenizer(config: SynthesisConfig, backend: GenerationBackend | None = 
         return None
     from transformers import AutoTokenizer
 
-    path, kwargs = from_pretrained_args(name)
-    return AutoTokenizer.from_pretrained(path, **kwargs)
+    return AutoTokenizer.from_pretrained(materialize_packaged_model(name))

@@ -35,6 +35,7 @@ import trl
 from transformers import TrainerCallback
 
 from ..utils.progress import quiet_trainer_output
+from ..utils.packaged_models import materialize_packaged_model
 
 logger = logging.getLogger(__name__)
 
@@ -707,7 +708,8 @@ def build_trainer(
         from transformers import AutoModelForCausalLM
 
         base_model = base_model or model
-        model = AutoModelForCausalLM.from_pretrained(model, **model_load_kwargs(sft_config, master_weights))
+        model = AutoModelForCausalLM.from_pretrained(materialize_packaged_model(model),
+                                                     **model_load_kwargs(sft_config, master_weights))
     else:
         warn_low_precision_master_weights(model)
     base_model = base_model or getattr(getattr(model, "config", None), "_name_or_path", None)
@@ -834,12 +836,15 @@ def train(job: TrainingJobArguments, sft_config: trl.SFTConfig | None = None) ->
 
     # the Trainer replaces files and deletes old checkpoint-* folders in the output: never through a link
     refuse_links_below(job.output, what="training output folder")
-    tokenizer = AutoTokenizer.from_pretrained(job.model, trust_remote_code=sft_config.trust_remote_code)
+    # a packaged model (pkg:<package>/<file>, e.g. the registry-shipped SmolLM2) trains from its plain folder;
+    # job.model (the name) stays the base model of the card and the summary
+    source = materialize_packaged_model(job.model)
+    tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=sft_config.trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     load = model_load_kwargs(sft_config, job.master_weights)
     load.setdefault("trust_remote_code", sft_config.trust_remote_code)
-    model = AutoModelForCausalLM.from_pretrained(job.model, **load)
+    model = AutoModelForCausalLM.from_pretrained(source, **load)
     dataset = load_training_dataset(job.dataset, job.dataset_split, job.dataset_cache_dir)
     callbacks: list[Any] = []
     if job.probe_every_steps > 0 and job.probe_examples > 0:

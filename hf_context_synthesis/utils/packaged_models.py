@@ -109,3 +109,74 @@ def _log_fallback(default: str) -> None:
         "%s is neither in the local Hub cache nor reachable: generating with the installed %s "
         "(set generator_model to choose another)", default, OFFLINE_GENERATOR_MODEL,
     )
+
+
+#: Marker written last into a materialized folder: a folder without it is incomplete and rebuilt.
+_COMPLETE = ".context-synthesis-materialized"
+
+
+def materialized_model_dir(name: str) -> str:
+    """Where :func:`materialize_packaged_model` keeps ``name``'s plain ``from_pretrained`` folder:
+    ``$HF_HOME/hf_context_synthesis/packaged-models/<package>/<file>`` (the name's own parts, which
+    :func:`packaged_model_file` accepts only without ``..``)."""
+    from huggingface_hub import constants
+
+    package, _, filename = name[len(_PREFIX):].partition("/")
+    parts = [package, *filename.split("/")]
+    if not package or not filename or any(p in ("", ".", "..") for p in parts):
+        raise ValueError(f"not a packaged model name (pkg:<package>/<file>): {name!r}")
+    return os.path.join(constants.HF_HOME, "hf_context_synthesis", "packaged-models", *parts)
+
+
+def materialize_packaged_model(name: str) -> str:
+    """A plain model folder (``config.json``, safetensors, tokenizer) for ``name``; other names are
+    returned unchanged.
+
+    A packaged GGUF file is dequantized by ``transformers`` on every load (about 18 s for the 135M
+    model on 2 CPU cores), and a model folder is what training, ``transformers serve`` and the Hub
+    expect. The first call loads the file once and saves it with ``save_pretrained`` (same weights,
+    fp32, and the tokenizer with its chat template) under :func:`materialized_model_dir`; later calls
+    return that folder. The folder is written beside its final place and renamed into it, so an
+    interrupted save is never used, and two processes racing both end with one complete folder.
+    """
+    if not is_packaged_model(name):
+        return name
+    final = materialized_model_dir(name)
+    if os.path.islink(final):
+        raise OSError(f"refusing to use the link {final} as the materialized {name} (expected the project's own folder)")
+    if os.path.isfile(os.path.join(final, _COMPLETE)):
+        return final
+    import shutil
+    import tempfile
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path, kwargs = from_pretrained_args(name)
+    logger.info("materializing %s into %s (once: later runs load the folder)", name, final)
+    os.makedirs(os.path.dirname(final), exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".materializing-", dir=os.path.dirname(final))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype="float32", **kwargs)
+        model.config._name_or_path = name
+        # the GGUF weights are dequantized at load (plain fp32 Linear layers); transformers still marks the
+        # model quantized and refuses to save it: drop the marks, the saved folder is an ordinary model
+        model.hf_quantizer, model.is_quantized, model.quantization_method = None, False, None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        with open(os.path.join(staging, _COMPLETE), "w", encoding="utf-8") as fh:
+            fh.write(name + "\n")
+        if os.path.isfile(os.path.join(final, _COMPLETE)):  # another process finished first
+            return final
+        if os.path.isdir(final) and not os.path.islink(final):
+            shutil.rmtree(final)  # an incomplete earlier attempt (no marker)
+        try:
+            os.replace(staging, final)
+        except OSError:
+            if not os.path.isfile(os.path.join(final, _COMPLETE)):  # not a concurrent winner: a real error
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return final
