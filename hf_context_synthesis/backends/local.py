@@ -32,6 +32,10 @@ class TransformersBackend(GenerationBackend):
         dtype: Torch dtype name for loading (default ``"auto"``).
         repetition_penalty: ``generate``'s repetition penalty (``1.0`` = none).
         no_repeat_ngram_size: Forbid repeating any n-gram of this size (``0`` = off).
+        response_prefix: Text written at the start of the model's reply before it generates (after the
+            chat template's generation prompt); the result's text starts with it. The synthesizer passes
+            ``"Context:"``, the start its prompt asks for: small models then write the document instead of
+            echoing the prompt. ``""`` = none.
         gguf_file: A GGUF file inside ``model`` (a folder) to load with ``from_pretrained(..., gguf_file=)``.
             ``model`` may also name a packaged model, ``pkg:<package>/<file>``
             (:mod:`hf_context_synthesis.utils.packaged_models`).
@@ -62,6 +66,7 @@ class TransformersBackend(GenerationBackend):
         no_repeat_ngram_size: int = DEFAULT_NO_REPEAT_NGRAM_SIZE,
         gguf_file: str | None = None,
         progress: bool = True,
+        response_prefix: str = "",
     ) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -70,16 +75,17 @@ class TransformersBackend(GenerationBackend):
         self.repetition_penalty = float(repetition_penalty)
         self.no_repeat_ngram_size = int(no_repeat_ngram_size)
         self.progress = bool(progress)
+        self.response_prefix = str(response_prefix or "")
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = device
         extra = {"gguf_file": gguf_file} if gguf_file else {}
         if isinstance(model, str):
-            from ..utils.packaged_models import from_pretrained_args, is_packaged_model
+            from ..utils.packaged_models import materialize_packaged_model
 
             self._name = model if not gguf_file else f"{model.rstrip('/')}/{gguf_file}"
-            if is_packaged_model(model):  # pkg:<package>/<file>: found in the installed package, named by the spec
-                model, extra = from_pretrained_args(model)
+            # pkg:<package>/<file>: found in the installed package and loaded once into a plain folder
+            model = materialize_packaged_model(model)
             self.model = AutoModelForCausalLM.from_pretrained(model, dtype=dtype, **extra).to(device)
         else:
             self._name = getattr(getattr(model, "config", None), "_name_or_path", type(model).__name__)
@@ -96,7 +102,11 @@ class TransformersBackend(GenerationBackend):
 
     def sampling_settings(self) -> dict[str, Any]:
         """The backend's own decoding settings that change outputs (for cache keys)."""
-        return {"repetition_penalty": self.repetition_penalty, "no_repeat_ngram_size": self.no_repeat_ngram_size}
+        settings: dict[str, Any] = {"repetition_penalty": self.repetition_penalty,
+                                    "no_repeat_ngram_size": self.no_repeat_ngram_size}
+        if self.response_prefix:  # absent when off: keys of runs without a prefix stay as they were
+            settings["response_prefix"] = self.response_prefix
+        return settings
 
     async def model_id(self) -> str:
         return self._name
@@ -122,6 +132,9 @@ class TransformersBackend(GenerationBackend):
                 yield result
 
     def _render(self, request: GenerationRequest) -> str:
+        return self._render_prompt(request) + self.response_prefix
+
+    def _render_prompt(self, request: GenerationRequest) -> str:
         messages = list(request.messages)
         if getattr(self.tokenizer, "chat_template", None):
             try:
@@ -178,7 +191,7 @@ class TransformersBackend(GenerationBackend):
         # transformers >= 5.x names the KV-cache argument ``cache`` (``past_key_values`` is deprecated)
         cache_arg = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
         # only the last position's logits are needed (the prefill would otherwise project every prompt token)
-        keep = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(self.model.forward).parameters else {}
+        last_only = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(self.model.forward).parameters else {}
         first = batch[0]
         do_sample = first.temperature > 0
         processors = self._processors(first)
@@ -193,9 +206,10 @@ class TransformersBackend(GenerationBackend):
         position_ids = (attn.long().cumsum(-1) - 1).clamp(min=0)
         bar = progress_bar(total=len(batch), desc="Generating", unit="seq", enabled=self.progress, leave=False)
         start, produced = time.perf_counter(), 0
+        shown = start
         try:
             out = self.model(input_ids=input_ids, attention_mask=attn, position_ids=position_ids,
-                             use_cache=True, **keep, **{cache_arg: cache})
+                             use_cache=True, **last_only, **{cache_arg: cache})
             while active:
                 scores = processors(seqs, out.logits[:, -1, :].float())
                 if do_sample:
@@ -215,9 +229,11 @@ class TransformersBackend(GenerationBackend):
                 done = len(active) - len(keep)
                 if done:
                     bar.update(done)
-                if not getattr(bar, "disable", True):
-                    bar.set_postfix_str(f"{produced / max(time.perf_counter() - start, 1e-9):,.0f} tok/s, "
-                                        f"{len(keep)} running", refresh=False)
+                now = time.perf_counter()
+                if not getattr(bar, "disable", True) and (done or now - shown >= 1.0):
+                    # tokens/s and the sequences still running, redrawn about once a second within a batch
+                    bar.set_postfix_str(f"{produced / max(now - start, 1e-9):,.0f} tok/s, {len(keep)} running")
+                    shown = now
                 if not keep:
                     break
                 if len(keep) < len(active):  # finished sequences leave the batch (and the KV cache)
@@ -247,7 +263,7 @@ class TransformersBackend(GenerationBackend):
                 generated, stopped = self._decode(enc, batch)
             results = []
             for req, ids, hit_eos, mask in zip(batch, generated, stopped, enc["attention_mask"]):
-                text = self.tokenizer.decode(ids, skip_special_tokens=True)
+                text = self.response_prefix + self.tokenizer.decode(ids, skip_special_tokens=True)
                 results.append(
                     GenerationResult(key=req.key, text=text, tokens_in=int(mask.sum()), tokens_out=len(ids),
                                      extra={"finish_reason": "stop" if hit_eos else "length"})

@@ -22,6 +22,7 @@ __all__ = [
     "INSTRUCTION_TEMPLATE_VARIABLES",
     "PromptTemplateError",
     "SYNTHESIS_TEMPLATE_VARIABLES",
+    "is_echo",
     "parse_context",
     "render_synthesis_messages",
     "validate_prompt_template",
@@ -93,15 +94,60 @@ def render_synthesis_messages(
     return tuple(messages)
 
 
+#: What a small model copies back from the default prompt instead of writing the context: the
+#: ``[MISSING]`` placeholder, the ``Question: ... Answer: ...`` pair (up to the blank line after the
+#: answer), and the prompt's request paragraph.
+_PLACEHOLDER = re.compile(r"\A\s*(?:\*\*|__)?\s*\[\s*missing\s*\](?:\*\*|__)?", re.IGNORECASE)
+_ECHOED_PAIR = re.compile(
+    r"\A\s*(?:\*\*|__)?\s*question\s*:.*?(?:\*\*|__)?\s*answer\s*:.*?(?:\n[ \t]*\n|\Z)", re.IGNORECASE | re.DOTALL
+)
+_ECHOED_REQUEST = re.compile(
+    r"\A\s*the above is a question-answer pair based on a context which is missing\b.*?(?:\n[ \t]*\n|\Z)",
+    re.IGNORECASE | re.DOTALL,
+)
+
+
+_LEADING_MARKER = re.compile(r"\A\s*" + _CONTEXT_MARKER.pattern, re.IGNORECASE)
+
+
+def strip_echo(body: str) -> str:
+    """``body`` without a leading copy of the default prompt's scaffolding (see :data:`_ECHOED_PAIR`),
+    stripped. Small models often answer ``Context: [MISSING] Question: ... Answer: ...`` instead of a
+    document; what they write after the echo, if anything, is kept."""
+    previous = None
+    while previous != body:
+        previous = body
+        body = _PLACEHOLDER.sub("", body, count=1)
+        body = _ECHOED_PAIR.sub("", body, count=1)
+        body = _ECHOED_REQUEST.sub("", body, count=1)
+        body = _LEADING_MARKER.sub("", body, count=1)  # the echo ended where the real context begins
+    return body.strip()
+
+
 def parse_context(text: str, *, require_marker: bool = True) -> str | None:
     """Return the synthesized context: the text after the first ``Context:`` marker, stripped.
 
-    Tolerates markdown bold (``**Context:**``) and any case. Without a marker, returns the whole
-    stripped text when ``require_marker`` is false, else ``None``. Empty results are ``None``.
+    Tolerates markdown bold (``**Context:**``) and any case. A copy of the prompt's scaffolding right
+    after the marker (``[MISSING]``, the echoed ``Question:``/``Answer:`` pair, the request paragraph;
+    :func:`strip_echo`) is not context: it is skipped, and when nothing follows it the next ``Context:``
+    marker is tried. Without a marker, returns the whole stripped text (echo removed) when
+    ``require_marker`` is false, else ``None``. Empty results are ``None``.
     """
-    match = _CONTEXT_MARKER.search(text or "")
-    if match is None:
-        body = (text or "").strip() if not require_marker else ""
-    else:
-        body = text[match.end() :].strip()
-    return body or None
+    text = text or ""
+    found = False
+    for match in _CONTEXT_MARKER.finditer(text):
+        found = True
+        body = strip_echo(text[match.end() :])
+        if body:
+            return body
+    if found or require_marker:
+        return None
+    return strip_echo(text) or None
+
+
+def is_echo(text: str) -> bool:
+    """Whether ``text`` is only a copy of the prompt's scaffolding (a ``Context:`` marker with nothing
+    but the echoed placeholder, pair or request after it)."""
+    text = text or ""
+    match = _CONTEXT_MARKER.search(text)
+    return match is not None and bool(text[match.end() :].strip()) and parse_context(text) is None

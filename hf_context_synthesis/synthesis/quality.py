@@ -7,6 +7,10 @@ output is retried with a new sampling seed up to ``max_generation_attempts``), i
 * ``refusal``: the output (or the text after ``Context:``) starts like a refusal ("I'm sorry",
   "I cannot", "As an AI", ...);
 * ``missing_context_marker``: no ``Context:`` marker (when ``require_context_marker``);
+* ``echoed_prompt``: a ``Context:`` marker followed only by a copy of the prompt's scaffolding
+  (``[MISSING]``, the ``Question:``/``Answer:`` pair, the request paragraph), as small models often
+  write (:func:`~hf_context_synthesis.synthesis.prompts.strip_echo`: an echo followed by real text
+  keeps the text);
 * ``repetitive``: a degenerate loop (``"A. A. A. ..."``, a sentence written again and again): at least
   ``max_repeated_ngram_fraction`` of the context's word ``repetition_ngram_words``-grams repeat an
   earlier one (contexts under 20 words are measured on character 10-grams, so a loop without spaces
@@ -39,7 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..utils.text import normalize_answer
-from .prompts import parse_context
+from .prompts import is_echo, parse_context
 
 __all__ = [
     "DEFAULT_REFUSAL_PREFIXES",
@@ -248,7 +252,8 @@ def validate_generation(
 ) -> tuple[str | None, str | None]:
     """``(context, None)`` when ``text`` passes every per-generation filter, else ``(None, reason)``.
 
-    Reasons: ``empty_generation``, ``refusal``, ``missing_context_marker``, ``repetitive``, ``too_short``,
+    Reasons: ``empty_generation``, ``refusal``, ``missing_context_marker``, ``echoed_prompt``, ``repetitive``,
+    ``too_short``,
     ``answer_not_in_context`` (see the module docstring). ``instruction`` is accepted for filters that
     look at the pair; the current ones use the answer only.
     """
@@ -260,6 +265,8 @@ def validate_generation(
         return None, "refusal"
     context = parse_context(text, require_marker=require_context_marker)
     if context is None:
+        if is_echo(text):
+            return None, "echoed_prompt"
         has_marker = parse_context(text, require_marker=False) is not None and require_context_marker
         return None, "missing_context_marker" if has_marker else "empty_generation"
     if qconf.reject_refusals and is_refusal(context, prefixes):
