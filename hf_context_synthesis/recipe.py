@@ -375,6 +375,11 @@ def run_evaluate(recipe: RecipeConfig, result: RecipeResult) -> None:
         result.eval_scores.update({f"{name}/{task}": score for task, score in report.scores.items()})
         if name == "longbench":  # model-index entries only for the real benchmark
             result.eval_results.extend(report.eval_results())
+    if not ev.get("endpoint"):  # the model card shows the results found beside the model
+        from .hub.artifacts import refresh_model_card
+
+        refresh_model_card(recipe.model_dir, repo_id=recipe.hub.get("model_repo_id"),
+                           dataset_repo_id=recipe.hub.get("dataset_repo_id"))
 
 
 def run_push(recipe: RecipeConfig, result: RecipeResult) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import secrets
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -241,3 +243,78 @@ def test_cards_link_the_project_and_state_context_length_measured_and_configured
     assert "150 words asked for (`context_words`); 100 words measured (median; 80-120)" in card
     assert "two thousand" not in card and f"Made with [hf-context-synthesis]({PROJECT_URL})" in card
     assert f"Made with [hf-context-synthesis]({PROJECT_URL})" in render_model_card(repo_id="you/m")
+
+
+def test_model_card_records_the_training_data_and_explains_the_token_totals():
+    from hf_context_synthesis.hub.cards import TOKEN_TOTALS, training_data_rows
+
+    stats = {"source_rows": 120, "num_examples": 118, "num_truncated": 9, "num_dropped": 3,
+             "drop_reasons": {"core_too_long": 3}, "num_rows": 20, "real_tokens": 61234, "answer_tokens": 2345,
+             "max_length": 4096, "efficiency": 0.747, "made_up_total": 5}
+    rows = training_data_rows("/home/me/runs/x/dataset", stats,
+                              report={"seeds": 120, "synthesized": 117, "failed": 3, "examples": 118},
+                              config={"seed": "/data/seeds", "generator_model": "org/generator"})
+    text = render_model_card(repo_id="org/m", packing_stats=stats, training_data=rows, framework_versions={})
+    # where the data came from (a local path only by its last component), how much of it, and its seeds
+    assert "| dataset | `local: dataset` |" in text and "/home/me" not in text
+    assert "| examples trained on | 115 of 118 (9 truncated to fit) |" in text
+    assert "| seed pairs | 120 read, 117 with a synthesized context, 3 failed |" in text
+    assert "| seed data | `local: seeds` |" in text and "| context generator | `org/generator` |" in text
+    # every total with what it counts: answer tokens (the loss) vs all tokens, packed rows, padding
+    assert f"| answer_tokens | 2,345 | {TOKEN_TOTALS['answer_tokens']} |" in text
+    assert f"| real_tokens | 61,234 | {TOKEN_TOTALS['real_tokens']} |" in text
+    assert f"| num_rows | 20 | {TOKEN_TOTALS['num_rows']} |" in text
+    assert "| drop_reasons | core_too_long: 3 |" in text and "| made_up_total | 5 |  |" in text
+    assert text.index("| source_rows |") < text.index("| real_tokens |") < text.index("| made_up_total |")
+    assert "loss is computed on the answer tokens only" in text and "Not recorded." not in text
+
+
+def _training_folder(folder: Path, tiny: str) -> Path:
+    import shutil
+
+    shutil.copytree(tiny, folder)
+    (folder / "context_synthesis_training.json").write_text(json.dumps({
+        "base_model": "org/base", "dataset": str(folder.parent / "train_data"),
+        "packing_stats": {"source_rows": 4, "num_examples": 4, "num_dropped": 0, "num_rows": 2,
+                          "real_tokens": 900, "answer_tokens": 40}}))
+    return folder
+
+
+def test_the_card_of_a_trained_folder_shows_the_evaluation_of_that_model_found_beside_it(tmp_path, tiny_model_dir):
+    from hf_context_synthesis.evaluation.longbench_v1 import EvalReport, TaskScore
+    from hf_context_synthesis.hub.artifacts import refresh_model_card, write_model_card
+
+    run = tmp_path / "run"
+    model = _training_folder(run / "model", tiny_model_dir)
+    assert "## Evaluation" not in write_model_card(model).read_text()
+    ours = EvalReport(model_id=str(model), tasks={"hotpotqa": TaskScore(task="hotpotqa", metric="F1", score=12.5,
+                                                                         num_examples=4)},
+                      settings={"label": "held-out synthesized"})
+    ours.save(run / "eval" / "holdout")
+    other = EvalReport(model_id=str(tmp_path / "another-model"),
+                       tasks={"qasper": TaskScore(task="qasper", metric="F1", score=99.0, num_examples=4)}, settings={})
+    other.save(run / "eval" / "other")
+    card = refresh_model_card(model).read_text()
+    assert "## Evaluation" in card and "| 12.5 |" in card and "hotpotqa" in card
+    assert "99" not in card  # results of another model are not this model's
+    assert refresh_model_card(tmp_path / "not-ours") is None  # a folder we did not train is left alone
+
+
+def test_length_histogram_bars_have_edges(tmp_path, monkeypatch):
+    from matplotlib.colors import to_rgba
+    from matplotlib.figure import Figure
+
+    from hf_context_synthesis.hub.plots import plot_length_histogram
+
+    seen = []
+    save = Figure.savefig
+
+    def spy(self, *args, **kwargs):
+        seen.extend(p for ax in self.axes for p in ax.patches)
+        return save(self, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", spy)
+    plot_length_histogram({"a": [100, 200, 300], "b": [150, 160]}, tmp_path / "h.png")
+    bars = [p for p in seen if p.get_height() > 0]
+    assert bars and all(p.get_linewidth() > 0 and p.get_edgecolor() != p.get_facecolor() for p in bars)
+    assert all(to_rgba(p.get_edgecolor())[3] > 0 for p in bars)  # a visible edge, not a transparent one

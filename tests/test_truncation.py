@@ -282,6 +282,8 @@ def test_dropped_rows_are_one_summary_warning_with_counts_per_reason_and_rows_at
     reason = "core_too_long" if truncation else "truncation_off"
     assert packed.packing_stats.drop_reasons == {reason: expected}
     assert packed.packing_stats.to_dict()["drop_reasons"] == {reason: expected}
+    labelled = sum(t != -100 for labels in packed["labels"] for t in labels)
+    assert 0 < packed.packing_stats.answer_tokens == labelled < packed.packing_stats.real_tokens
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1, warnings  # not one line per row
     assert f"{expected} of {len(rows)} examples were dropped" in warnings[0] and f"{expected} {reason}:" in warnings[0]

@@ -130,6 +130,13 @@ def preflight(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """``context-synthesis evaluate``: the preflight, then the evaluation."""
+    """``context-synthesis evaluate``: the preflight, then the evaluation; a model folder trained by
+    ``context-synthesis train`` gets its card written again with these results."""
     preflight(args)
-    return evaluate_from_args(args)
+    code = evaluate_from_args(args)
+    if args.model and os.path.isdir(args.model):
+        from ..evaluation.results import load_eval_results
+        from ..hub.artifacts import refresh_model_card
+
+        refresh_model_card(args.model, eval_results=load_eval_results(args.output_dir))
+    return code

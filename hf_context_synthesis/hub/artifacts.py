@@ -115,6 +115,21 @@ def write_model_card(output_dir: str | os.PathLike[str], *, repo_id: str | None 
     return out / "README.md"
 
 
+def refresh_model_card(model_dir: str | os.PathLike[str], **card_kwargs: Any) -> Path | None:
+    """After an evaluation: write the card of a training folder again (it now finds the evaluation
+    results beside the model, or takes ``eval_results``). Folders this package did not train (no
+    ``context_synthesis_training.json``) are left alone; a card that cannot be written is a warning."""
+    from .publish import TRAINING_SUMMARY_FILE
+
+    if not (Path(model_dir) / TRAINING_SUMMARY_FILE).is_file():
+        return None
+    try:
+        return write_model_card(model_dir, **card_kwargs)
+    except Exception as err:  # noqa: BLE001 - the evaluation's results stand without the card
+        logger.warning("model card not updated with the evaluation: %s", err)
+        return None
+
+
 def write_training_artifacts(trainer: Any, output_dir: str | os.PathLike[str], **card_kwargs: Any) -> Path | None:
     """After training: ``trainer_state.json``, the model card and the loss curve in ``output_dir``
     (main process only). Returns the card's path."""

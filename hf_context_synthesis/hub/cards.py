@@ -388,6 +388,87 @@ def _read_template(template_path: str | None, default_name: str) -> tuple[str, s
 
 
 # ---------------------------------------------------------------------------------------------- model card
+#: What each token / row total of a training run counts (``packing_stats`` of
+#: ``context_synthesis_training.json``), in the order the model card shows them.
+TOKEN_TOTALS: dict[str, str] = {
+    "source_rows": "rows of the training data read",
+    "num_examples": "examples given to packing",
+    "num_truncated": "examples shortened to fit max_length (distractor documents dropped or cut; the answer, "
+                     "instruction and relevant document kept)",
+    "num_dropped": "examples that could not fit max_length and were not trained on",
+    "drop_reasons": "dropped examples per reason",
+    "num_rows": "packed rows: several examples share one row of at most max_length tokens",
+    "max_length": "tokens per packed row (the row budget)",
+    "real_tokens": "all tokens of the kept examples: prompt, documents and answer (what the model reads)",
+    "answer_tokens": "tokens of the answers: the loss is computed on these only (prompts and documents are input)",
+    "row_tokens": "tokens of the packed rows (rows are not padded: equal to real_tokens)",
+    "efficiency": "real_tokens / (num_rows x max_length): how full the rows are",
+    "num_padding_rows": "rows of one pad token and no loss, added so every rank gets whole steps",
+    "trained_real_tokens": "tokens that went through the model during training, over all steps and epochs",
+    "trained_batch_tokens": "trained tokens including the padding a batch needed (padding-free batches: no padding)",
+    "padding_efficiency": "collated real tokens / collated batch tokens (1.0 = no padding)",
+    "collated_real_tokens": "tokens the data collator built into batches (a prefetched batch included)",
+    "collated_batch_tokens": "collated tokens including padding",
+    "rank0_collated_real_tokens": "collated_real_tokens of the first rank alone",
+    "rank0_collated_batch_tokens": "collated_batch_tokens of the first rank alone",
+    "world_size": "processes (ranks) that trained",
+    "num_ranks": "ranks the rows were arranged for (0: not arranged)",
+    "balance_ratio": "mean / max attention cost per rank and step (1.0 = evenly spread)",
+    "scope": "global: counts over the whole dataset; rank: what one process of a stream packed",
+}
+
+
+def token_total_rows(packing_stats: Mapping[str, Any] | None) -> list[tuple[str, str, str]]:
+    """``(statistic, value, what it counts)`` rows of a run's packing statistics: the totals of
+    :data:`TOKEN_TOTALS` first, in that order, then any other statistic (without an explanation)."""
+    stats = dict(packing_stats or {})
+    rows = []
+    for key in [k for k in TOKEN_TOTALS if k in stats] + sorted(k for k in stats if k not in TOKEN_TOTALS):
+        value = stats[key]
+        if key == "drop_reasons":
+            if not value:
+                continue
+            shown = ", ".join(f"{reason}: {count:,}" for reason, count in sorted(value.items()))
+        else:
+            shown = _fmt(value)
+        rows.append((key, shown, TOKEN_TOTALS.get(key, "")))
+    return rows
+
+
+def training_data_rows(
+    dataset: Any,
+    packing_stats: Mapping[str, Any] | None = None,
+    report: Mapping[str, Any] | None = None,
+    config: Mapping[str, Any] | None = None,
+) -> list[tuple[str, str]]:
+    """``(what, value)`` rows describing a model's training data: where it came from (the dataset's Hub
+    id, or the last component of a local path), how many rows and examples were trained on, and, from the
+    dataset's ``synthesis_report.json`` / ``synthesis_config.json`` when known, the seeds behind it."""
+    stats = dict(packing_stats or {})
+    rows: list[tuple[str, str]] = []
+    if dataset:
+        rows.append(("dataset", _fmt(_public_source(str(dataset)))))
+    if stats.get("source_rows") is not None:
+        rows.append(("rows read", _fmt(stats["source_rows"])))
+    if stats.get("num_examples") is not None:
+        kept = int(stats["num_examples"]) - int(stats.get("num_dropped") or 0)
+        rows.append(("examples trained on", f"{kept:,} of {int(stats['num_examples']):,} "
+                                           f"({int(stats.get('num_truncated') or 0):,} truncated to fit)"))
+    if stats.get("num_rows") is not None:
+        rows.append(("packed rows", _fmt(stats["num_rows"])))
+    config, report = dict(config or {}), dict(report or {})
+    if config.get("seed") is not None:
+        rows.append(("seed data", _fmt(_public_source(config["seed"]))))
+    if report.get("seeds") is not None:
+        rows.append(("seed pairs", f"{int(report['seeds']):,} read, {int(report.get('synthesized') or 0):,} with a "
+                                   f"synthesized context, {int(report.get('failed') or 0):,} failed"))
+    if report.get("examples") is not None:
+        rows.append(("synthesized examples", _fmt(report["examples"])))
+    if config.get("generator_model") or report.get("generator"):
+        rows.append(("context generator", _fmt(scrub_text(str(config.get("generator_model") or report.get("generator"))))))
+    return rows
+
+
 def model_card_data(
     *,
     model_name: str,
@@ -432,6 +513,7 @@ def render_model_card(
     description: str | None = None,
     framework_versions: Mapping[str, str] | None = None,
     template_path: str | None = None,
+    training_data: Sequence[tuple[str, str]] | None = None,
 ) -> str:
     """Render the model card (README.md text) of a model tuned on synthesized data, offline.
 
@@ -440,7 +522,8 @@ def render_model_card(
         base_model: Hub id of the model that was fine-tuned.
         dataset_repo_id: Hub id(s) of the synthesized training data (YAML ``datasets``).
         hyperparameters: Training hyperparameters (learning rate, schedule, batch sizes, ...).
-        packing / packing_stats: Packing settings and the measured packing statistics.
+        packing / packing_stats: Packing settings and the measured packing statistics (shown with what
+            each total counts, :data:`TOKEN_TOTALS`).
         eval_results: ``huggingface_hub.EvalResult`` list (written as ``model-index``), e.g.
             :meth:`~hf_context_synthesis.evaluation.longbench_v1.EvalReport.eval_results`.
         loss_curve_file: Repo-relative path of the loss PNG (``None`` = no figure).
@@ -450,6 +533,7 @@ def render_model_card(
         framework_versions: ``{library: version}`` (default: the installed transformers, trl, torch,
             datasets, huggingface_hub and hf-context-synthesis).
         template_path: A jinja template to use instead of ``templates/model_card.md``.
+        training_data: ``(what, value)`` rows about the training data (:func:`training_data_rows`).
     """
     from huggingface_hub import ModelCard
 
@@ -482,7 +566,8 @@ def render_model_card(
         citation=PAPER_CITATION,
         hyperparameter_rows=[(k, _fmt(hp[k])) for k in ordered],
         packing_rows=_rows(scrub_secrets(dict(packing or {}))),
-        packing_stats_rows=_rows(scrub_secrets(dict(packing_stats or {}))),
+        packing_stats_rows=token_total_rows(scrub_secrets(dict(packing_stats or {}))),
+        training_data_rows=[(k, scrub_text(v)) for k, v in (training_data or [])],
         eval_rows=eval_rows,
         eval_not_longbench=any(not str(r.dataset_name).startswith("LongBench") for r in (eval_results or [])),
         loss_curve_file=loss_curve_file,

@@ -56,7 +56,8 @@ def plot_length_histogram(
         lo, hi = min(values), max(values)
         edges = bins if hi > lo else [lo - 0.5, lo + 0.5]
         names = sorted(groups)
-        ax.hist([groups[n] for n in names], bins=edges, stacked=True, label=names if len(names) > 1 else None)
+        ax.hist([groups[n] for n in names], bins=edges, stacked=True, label=names if len(names) > 1 else None,
+                edgecolor="black", linewidth=0.5)  # edges: each bar and stacked task stands apart
         if len(names) > 1:
             ax.legend(fontsize="small", ncol=2)
     else:

@@ -552,6 +552,43 @@ def _eval_results_list(eval_results: Any) -> list[Any] | None:
     return list(eval_results)
 
 
+def _training_data(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The card's training-data rows: the recorded dataset and packing counts, and, when the dataset is a
+    local folder written by synthesize (or a recipe's ``train_data/`` beside its ``dataset/``), its seeds."""
+    from .cards import training_data_rows
+
+    dataset = summary.get("dataset")
+    report = config = None
+    if isinstance(dataset, str) and dataset and not _looks_like_hub_id(dataset):
+        for folder in (Path(dataset), Path(dataset).parent / "dataset"):
+            if (folder / "synthesis_report.json").is_file():
+                report = read_json(folder / "synthesis_report.json")
+                config = read_json(folder / "synthesis_config.json")
+                break
+    shown = os.path.abspath(dataset) if isinstance(dataset, str) and os.path.exists(dataset) else dataset
+    return training_data_rows(shown, summary.get("packing_stats"), report, config)  # a local path: its last part
+
+
+def find_eval_results(model_dir: str | os.PathLike[str]) -> list[Any] | None:
+    """The evaluation results of ``model_dir`` found next to it: every ``results.json`` of
+    ``<model_dir>/eval/*/`` and of the sibling ``eval/*/`` (a recipe's layout) whose recorded model is
+    this folder (an evaluation of another model or an endpoint is left out); ``None`` when there is none."""
+    from ..evaluation.results import load_eval_results
+
+    src = Path(model_dir).resolve()
+    found: list[Any] = []
+    for results in sorted([*src.glob("eval/*/results.json"), *src.parent.glob("eval/*/results.json")]):
+        data = read_json(results) or {}
+        model = data.get("model")
+        if not isinstance(model, str) or not model or Path(model).resolve() != src:
+            continue
+        try:
+            found.extend(load_eval_results(results))
+        except (ValueError, TypeError, KeyError) as err:
+            logger.warning("model card: %s not shown (%s)", results, err)
+    return found or None
+
+
 def training_summary(output_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """What a training folder tells about its run: ``context_synthesis_training.json`` merged with
     ``trainer_state.json`` (``log_history``, ``global_step``). Missing files give empty parts."""
@@ -623,6 +660,8 @@ def prepare_model_folder(
         base_model = summary.get("base_model") if _looks_like_hub_id(summary.get("base_model")) else None
     if dataset_repo_id is None and _looks_like_hub_id(summary.get("dataset")):
         dataset_repo_id = summary["dataset"]
+    if eval_results is None:  # an evaluation of this very folder next to it (a recipe's eval/, or model/eval/)
+        eval_results = find_eval_results(src)
     history = summary.get("log_history") or []
     loss_file = plot_loss_curve(history, out / LOSS_CURVE_FILE)
     losses = [e["loss"] for e in history if isinstance(e.get("loss"), (int, float))]
@@ -637,6 +676,7 @@ def prepare_model_folder(
         loss_curve_file=LOSS_CURVE_FILE if loss_file else None,
         final_loss=losses[-1] if losses else None,
         train_steps=summary.get("global_step"),
+        training_data=_training_data(summary),
         **card_kwargs,
     )
     (out / "README.md").write_text(card, encoding="utf-8")

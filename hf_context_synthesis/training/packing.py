@@ -154,6 +154,9 @@ class PackingStats:
             pre-tokenized rows).
         num_rows: Packed rows.
         real_tokens: Tokens of the kept examples.
+        answer_tokens: Tokens of ``real_tokens`` with a label: the answers, which the loss is computed on
+            (the prompt and its documents are input only; the collator also unlabels the first token of
+            each example).
         row_tokens: Sum of the row lengths (rows are not padded, so equal to ``real_tokens``).
         max_length: Row capacity.
         num_padding_rows: Rows without loss tokens appended so every rank gets the same number of
@@ -171,6 +174,7 @@ class PackingStats:
     drop_reasons: dict[str, int] = field(default_factory=dict)
     num_rows: int = 0
     real_tokens: int = 0
+    answer_tokens: int = 0
     row_tokens: int = 0
     max_length: int = 0
     num_padding_rows: int = 0
@@ -193,6 +197,7 @@ class PackingStats:
             "drop_reasons": dict(self.drop_reasons),
             "num_rows": self.num_rows,
             "real_tokens": self.real_tokens,
+            "answer_tokens": self.answer_tokens,
             "row_tokens": self.row_tokens,
             "max_length": self.max_length,
             "efficiency": round(self.efficiency, 6),
@@ -314,6 +319,12 @@ def _split_dropped(tok: dict[str, list]) -> tuple[dict[str, list], dict[str, int
     if counts:
         tok = {k: [v for v, r in zip(values, reasons) if not r] for k, values in tok.items()}
     return tok, counts
+
+
+def _answer_tokens(labels: Any) -> int:
+    """Tokens with a label (not ``IGNORE_INDEX``) in a list column of labels: the answers."""
+    flat = pc.list_flatten(labels)
+    return int(pc.sum(pc.not_equal(flat, IGNORE_INDEX)).as_py() or 0) if len(flat) else 0
 
 
 def drop_summary(num_dropped: int, num_examples: int, reasons: dict[str, int], max_length: int) -> str:
@@ -664,7 +675,9 @@ def prepare_packed_dataset(
     packed = pack_tokenized_dataset(tokenized, config.max_length, config.shuffle_seed)
     stats.num_rows = len(packed)
     if len(packed):
-        real = int(pc.sum(pc.list_value_length(_list_column(packed.with_format("arrow")[:], "input_ids"))).as_py())
+        table = packed.with_format("arrow")[:]
+        real = int(pc.sum(pc.list_value_length(_list_column(table, "input_ids"))).as_py())
+        stats.answer_tokens = _answer_tokens(_list_column(table, "labels"))
     else:
         real = 0
     stats.real_tokens = stats.row_tokens = real
@@ -723,6 +736,7 @@ def _prepare_streaming(
         state["buffer"] += 1
         stats.num_rows += packed.num_rows
         real = int(pc.sum(pc.list_value_length(packed.column("input_ids"))).as_py())
+        stats.answer_tokens += _answer_tokens(packed.column("labels"))
         stats.real_tokens += real
         stats.row_tokens += real
         return packed.to_pydict()
