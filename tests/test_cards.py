@@ -296,6 +296,8 @@ def test_the_card_of_a_trained_folder_shows_the_evaluation_of_that_model_found_b
     other.save(run / "eval" / "other")
     card = refresh_model_card(model).read_text()
     assert "## Evaluation" in card and "| 12.5 |" in card and "hotpotqa" in card
+    # a check on held-out synthesized examples is shown, but never published as benchmark metadata
+    assert "model-index" not in card.split("---")[1] and "not LongBench results" in card
     assert "99" not in card  # results of another model are not this model's
     assert refresh_model_card(tmp_path / "not-ours") is None  # a folder we did not train is left alone
 

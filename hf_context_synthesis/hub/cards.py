@@ -514,6 +514,7 @@ def render_model_card(
     framework_versions: Mapping[str, str] | None = None,
     template_path: str | None = None,
     training_data: Sequence[tuple[str, str]] | None = None,
+    other_eval_results: Sequence[Any] | None = None,
 ) -> str:
     """Render the model card (README.md text) of a model tuned on synthesized data, offline.
 
@@ -534,6 +535,8 @@ def render_model_card(
             datasets, huggingface_hub and hf-context-synthesis).
         template_path: A jinja template to use instead of ``templates/model_card.md``.
         training_data: ``(what, value)`` rows about the training data (:func:`training_data_rows`).
+        other_eval_results: ``EvalResult`` list shown in the card's evaluation table but kept out of the
+            ``model-index`` metadata (checks on held-out synthesized examples, not a benchmark).
     """
     from huggingface_hub import ModelCard
 
@@ -549,7 +552,7 @@ def render_model_card(
             _fmt(r.dataset_name), _fmt(r.metric_name or r.metric_type),
             _fmt(float(r.metric_value) if isinstance(r.metric_value, (int, float)) else r.metric_value),
         )
-        for r in (eval_results or [])
+        for r in [*(eval_results or []), *(other_eval_results or [])]
     ]
     card = _render(
         ModelCard,
@@ -569,7 +572,8 @@ def render_model_card(
         packing_stats_rows=token_total_rows(scrub_secrets(dict(packing_stats or {}))),
         training_data_rows=[(k, scrub_text(v)) for k, v in (training_data or [])],
         eval_rows=eval_rows,
-        eval_not_longbench=any(not str(r.dataset_name).startswith("LongBench") for r in (eval_results or [])),
+        eval_not_longbench=any(not str(r.dataset_name).startswith("LongBench")
+                               for r in [*(eval_results or []), *(other_eval_results or [])]),
         loss_curve_file=loss_curve_file,
         final_loss=_fmt(final_loss) if final_loss is not None else None,
         train_steps=train_steps,

@@ -660,8 +660,13 @@ def prepare_model_folder(
         base_model = summary.get("base_model") if _looks_like_hub_id(summary.get("base_model")) else None
     if dataset_repo_id is None and _looks_like_hub_id(summary.get("dataset")):
         dataset_repo_id = summary["dataset"]
-    if eval_results is None:  # an evaluation of this very folder next to it (a recipe's eval/, or model/eval/)
-        eval_results = find_eval_results(src)
+    # evaluations of this very folder beside it (a recipe's eval/, or model/eval/): LongBench results join the
+    # model-index (unless given); checks on held-out synthesized examples are shown in the card's table only
+    found = find_eval_results(src) or []
+    benchmark = [r for r in found if str(r.dataset_name).startswith("LongBench")]
+    table_only = [r for r in found if not str(r.dataset_name).startswith("LongBench")]
+    if eval_results is None and benchmark:
+        eval_results = benchmark
     history = summary.get("log_history") or []
     loss_file = plot_loss_curve(history, out / LOSS_CURVE_FILE)
     losses = [e["loss"] for e in history if isinstance(e.get("loss"), (int, float))]
@@ -677,6 +682,7 @@ def prepare_model_folder(
         final_loss=losses[-1] if losses else None,
         train_steps=summary.get("global_step"),
         training_data=_training_data(summary),
+        other_eval_results=table_only,
         **card_kwargs,
     )
     (out / "README.md").write_text(card, encoding="utf-8")
