@@ -207,6 +207,8 @@ class TransformersBackend(GenerationBackend):
         bar = progress_bar(total=len(batch), desc="Generating", unit="seq", enabled=self.progress, leave=False)
         start, produced = time.perf_counter(), 0
         shown = start
+        stream = getattr(bar, "fp", None)
+        redraw_every = 1.0 if getattr(stream, "isatty", lambda: False)() else 30.0
         try:
             out = self.model(input_ids=input_ids, attention_mask=attn, position_ids=position_ids,
                              use_cache=True, **last_only, **{cache_arg: cache})
@@ -230,8 +232,9 @@ class TransformersBackend(GenerationBackend):
                 if done:
                     bar.update(done)
                 now = time.perf_counter()
-                if not getattr(bar, "disable", True) and (done or now - shown >= 1.0):
-                    # tokens/s and the sequences still running, redrawn about once a second within a batch
+                if not getattr(bar, "disable", True) and (done or now - shown >= redraw_every):
+                    # tokens/s and the sequences still running, redrawn within a batch (each second on a
+                    # terminal, every 30 s into a log file, where each redraw is a line)
                     bar.set_postfix_str(f"{produced / max(now - start, 1e-9):,.0f} tok/s, {len(keep)} running")
                     shown = now
                 if not keep:
