@@ -55,12 +55,18 @@ def caches(tmp_path: Path) -> dict[str, str]:
     return d
 
 
+def write_seed_subset(seeds_dir: Path, out: Path, per_task: "dict[str, int] | tuple[str, ...]", n: int = 0) -> Path:
+    """``out/<task>.jsonl`` with the first seeds of real tasks: ``per_task`` maps task -> count, or names
+    tasks that each get ``n``. Returns ``out`` (created if needed)."""
+    counts = per_task if isinstance(per_task, dict) else dict.fromkeys(per_task, n)
+    out.mkdir(parents=True, exist_ok=True)
+    for task, count in counts.items():
+        lines = (seeds_dir / f"{task}.jsonl").read_text(encoding="utf-8").splitlines()[:count]
+        (out / f"{task}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return out
+
+
 @pytest.fixture
 def small_seed_dir(tmp_path: Path, seeds_dir: Path) -> Path:
     """A folder with the first 12 seeds of three real tasks (fast end-to-end runs)."""
-    out = tmp_path / "seeds"
-    out.mkdir()
-    for task in ("hotpotqa", "qasper", "govreport"):
-        lines = (seeds_dir / f"{task}.jsonl").read_text(encoding="utf-8").splitlines()[:12]
-        (out / f"{task}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return out
+    return write_seed_subset(seeds_dir, tmp_path / "seeds", ("hotpotqa", "qasper", "govreport"), 12)

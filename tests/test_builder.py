@@ -161,14 +161,17 @@ def test_bad_prompt_template_is_refused_at_config_time_naming_it(small_seed_dir,
     assert not os.path.exists(caches["generation_cache_dir"])
 
 
-def test_bad_prompt_template_is_one_cli_error_line(small_seed_dir, tmp_path, capsys):
+def test_bad_prompt_template_is_listed_with_every_other_set_up_problem(small_seed_dir, tmp_path, capsys):
     from hf_context_synthesis.cli import main
 
     code = main(["synthesize", "--seed", str(small_seed_dir), "--endpoint", "http://127.0.0.1:9", "--output",
                  str(tmp_path / "out"), "--prompt-template", "Q: {{ instruction }"])
     err = capsys.readouterr().err
-    assert code == 2 and err.startswith("error: prompt_template is not a valid jinja2 template")
-    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    # the bad template and the unreachable endpoint, at once, one line each, before anything is written
+    assert code == 1 and err.splitlines()[0] == "error: synthesize found 2 problems:", err
+    assert err.splitlines()[1].startswith("  - prompt_template: prompt_template is not a valid jinja2 template")
+    assert err.splitlines()[2].startswith("  - --endpoint: synthesize: cannot reach the generation endpoint")
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 3 and not (tmp_path / "out").exists()
 
 
 def test_builder_writes_arrow_in_small_batches(small_seed_dir):

@@ -11,6 +11,7 @@ import logging
 from pathlib import Path
 
 import pytest
+from conftest import write_seed_subset
 import yaml
 
 from hf_context_synthesis.cli import build_parser, configure_logging, main
@@ -29,11 +30,7 @@ def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
 
 @pytest.fixture(scope="module")
 def seed_folder(tmp_path_factory, seeds_dir) -> Path:
-    out = tmp_path_factory.mktemp("seeds")
-    for task in TASKS:
-        lines = (seeds_dir / f"{task}.jsonl").read_text(encoding="utf-8").splitlines()[:3]
-        (out / f"{task}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return out
+    return write_seed_subset(seeds_dir, tmp_path_factory.mktemp("seeds"), TASKS, 3)
 
 
 @pytest.fixture(scope="module")

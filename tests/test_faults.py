@@ -14,6 +14,7 @@ from pathlib import Path
 
 import datasets
 import pytest
+from conftest import write_seed_subset
 
 from hf_context_synthesis.backends.tgi import TGIBackend, TGIBackendConfig
 from hf_context_synthesis.synthesis.cache import GenerationCache
@@ -28,12 +29,7 @@ N_SEEDS = sum(TASKS.values())
 @pytest.fixture
 def fault_seeds(tmp_path: Path, seeds_dir: Path) -> Path:
     """16 real seeds: short answers (hotpotqa, qasper) and summaries (govreport)."""
-    out = tmp_path / "seeds"
-    out.mkdir()
-    for task, n in TASKS.items():
-        lines = (seeds_dir / f"{task}.jsonl").read_text(encoding="utf-8").splitlines()[:n]
-        (out / f"{task}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return out
+    return write_seed_subset(seeds_dir, tmp_path / "seeds", TASKS)
 
 
 def run_pipeline(srv: FakeTGIServer, seeds: Path, tmp_path: Path, *, timeout: float = 5.0, max_retries: int = 10,

@@ -10,6 +10,7 @@ import secrets
 from pathlib import Path
 
 import pytest
+from conftest import write_seed_subset
 
 from hf_context_synthesis.testing.fake_hub import FakeHubServer, hub_endpoint
 
@@ -45,11 +46,7 @@ def synthesized_dir(tmp_path_factory, seeds_dir) -> Path:
     from hf_context_synthesis.testing.fake_tgi import FakeTGIServer
 
     root = tmp_path_factory.mktemp("synth")
-    seeds = root / "seeds"
-    seeds.mkdir()
-    for task in ("hotpotqa", "qasper"):
-        lines = (seeds_dir / f"{task}.jsonl").read_text(encoding="utf-8").splitlines()[:5]
-        (seeds / f"{task}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    seeds = write_seed_subset(seeds_dir, root / "seeds", ("hotpotqa", "qasper"), 5)
     out = root / "out"
     with FakeTGIServer(latency=0.0, capacity=8) as srv:
         config = SynthesisConfig(seed=str(seeds), endpoint=srv.url, num_distractors=3, progress=False,

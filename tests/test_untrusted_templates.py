@@ -11,6 +11,7 @@ naming the setting. A benign custom template keeps working.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import datasets
@@ -72,6 +73,24 @@ def seed_folder(tmp_path_factory, seeds_dir) -> Path:
 
 def _probe(template: str, marker: Path) -> str:
     return template.replace("MARKER", str(marker))
+
+
+def _assert_listed(text: str, first: str, *needles: str) -> str:
+    """The CLI's set-up error for a dead endpoint and a bad template: one line, or the list of every
+    problem ("error: ... found N problems:" then "  - ..." lines) in which the template's problem is one
+    item and every other item is the dead endpoint's. Returns the template's line."""
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    assert "Traceback" not in text
+    if len(lines) == 1:
+        return _assert_one_line(text, first, *needles)
+    assert re.fullmatch(r"error: .* found \d+ problems:", lines[0]), lines
+    item = first.removeprefix("error: ")
+    ours = [line for line in lines[1:] if item in line]
+    assert len(ours) == 1 and ours[0].startswith("  - "), lines
+    assert all(line in ours or line.startswith("  - --endpoint: ") for line in lines[1:]), lines
+    for needle in needles:
+        assert needle in ours[0], (needle, ours[0])
+    return ours[0]
 
 
 def _assert_one_line(text: str, *needles: str) -> str:
@@ -177,7 +196,7 @@ def test_prompt_template_probe_fails_closed_in_synthesize_dry_run(tmp_path, caps
                  "--dry-run"])
     captured = capsys.readouterr()
     assert code != 0
-    _assert_one_line(captured.err, "error: prompt_template: unsafe template (", expected)
+    _assert_listed(captured.err, "error: prompt_template: unsafe template (", expected)
     assert not marker.exists() and not out.exists() and not (tmp_path / "gen").exists()
 
 
@@ -187,7 +206,7 @@ def test_task_template_probe_fails_closed_in_synthesize_dry_run(tmp_path, capsys
     code = main(["synthesize", "--seed", str(seed_folder), "--endpoint", DEAD_ENDPOINT, "--output", str(out),
                  "--task-templates", json.dumps({"hotpotqa": template}), "--dry-run"])
     assert code != 0
-    _assert_one_line(capsys.readouterr().err, "error: task_templates['hotpotqa']: ", expected)
+    _assert_listed(capsys.readouterr().err, "error: task_templates['hotpotqa']: ", expected)
     assert not out.exists()
 
 
