@@ -7,7 +7,9 @@ greedy decoding and the backend's default ``repetition_penalty``:
 * **embedded**: :class:`~hf_context_synthesis.backends.local.TransformersBackend` (a token loop whose
   finished sequences leave the batch and the KV cache);
 * **plain loop**: ``model.generate`` on static batches of the same size (the previous backend: a batch
-  runs until its longest sequence stops).
+  runs until its longest sequence stops);
+* **generate_batch**: transformers' continuous batching (``model.generate_batch``, a paged KV cache that
+  refills finished slots with waiting requests), all prompts at once, same decoding settings.
 
 Useful tokens are the generated tokens before each sequence's EOS. Printed side by side with the
 ratio (embedded / plain). The default model is the registry-shipped SmolLM2-135M-Instruct
@@ -17,7 +19,10 @@ Measured on 2 CPU cores with nothing else running (torch 2 threads, SmolLM2-135M
 8 prompts of 150-word requests, batch 8, greedy, repetition_penalty 1.1):
 
 * ``--max-new-tokens 256`` (sequences stop between a few and 256 tokens): embedded 1,232 tokens in
-  50.3 s (24.5 tok/s), plain loop 1,232 tokens in 52.8 s (23.3 tok/s): **1.05x**, the same tokens;
+  51.2 s (24.1 tok/s), plain loop 1,232 tokens in 56.1 s (22.0 tok/s): **1.10x**, the same tokens
+  (1.05x in an earlier run); ``generate_batch`` 1,366 tokens in 74.1 s (18.4 tok/s): the embedded
+  backend is 1.31x faster on this CPU (transformers drops the repetition penalty there, so its tokens
+  differ);
 * ``--max-new-tokens 64`` (every sequence runs to the cap, nothing to drop): 0.91x (17.4 vs 19.1 tok/s,
   measured while other jobs shared the cores).
 
@@ -62,6 +67,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--context-words", type=int, default=400)
+    parser.add_argument("--no-continuous-batching", dest="continuous_batching", action="store_false",
+                        help="skip the third column, transformers' generate_batch")
     args = parser.parse_args()
 
     import torch
@@ -93,13 +100,43 @@ def main() -> None:
             plain_tokens += cut
     plain_s = time.perf_counter() - start
 
+    cb_tokens, cb_s, cb_note = _continuous_batching(backend, batches, args.max_new_tokens, eos) if args.continuous_batching \
+        else (0, 0.0, "skipped (--no-continuous-batching)")
+
     e_rate, p_rate = embedded_tokens / embedded_s, plain_tokens / plain_s
     print(f"model {args.model} | {len(requests)} prompts, batch {args.batch_size}, max_new_tokens {args.max_new_tokens}, "
           f"greedy, repetition_penalty {backend.repetition_penalty}, torch threads {torch.get_num_threads()}")
     print(f"{'':12} {'tokens':>8} {'seconds':>9} {'tokens/s':>9}")
     print(f"{'embedded':12} {embedded_tokens:>8} {embedded_s:>9.1f} {e_rate:>9.1f}")
     print(f"{'plain loop':12} {plain_tokens:>8} {plain_s:>9.1f} {p_rate:>9.1f}")
+    if cb_s:
+        print(f"{'generate_batch':12} {cb_tokens:>8} {cb_s:>9.1f} {cb_tokens / cb_s:>9.1f}   {cb_note}")
+    else:
+        print(f"{'generate_batch':12} {cb_note}")
     print(f"ratio embedded / plain tokens/s: {e_rate / p_rate:.2f}x (wall {plain_s / embedded_s:.2f}x)")
+    if cb_s:
+        print(f"ratio embedded / generate_batch tokens/s: {e_rate / (cb_tokens / cb_s):.2f}x")
+
+
+def _continuous_batching(backend, batches, max_new_tokens: int, eos: set[int]) -> tuple[int, float, str]:
+    """transformers' continuous batching (``model.generate_batch``, paged KV cache) on the same prompts and
+    settings: ``(useful tokens, seconds, note)``; ``(0, 0, why)`` where this transformers cannot run it."""
+    from transformers import GenerationConfig
+
+    tok = backend.tokenizer
+    inputs = [tok(backend._render(r), add_special_tokens=False)["input_ids"] for b in batches for r in b]
+    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=sorted(eos),
+                              pad_token_id=tok.pad_token_id, repetition_penalty=backend.repetition_penalty)
+    start = time.perf_counter()
+    try:
+        out = backend.model.generate_batch(inputs, generation_config=config, progress_bar=False)
+    except Exception as err:  # noqa: BLE001 - a benchmark column, not a failure of ours
+        return 0, 0.0, f"not available: {type(err).__name__}: {str(err)[:120]}"
+    seconds = time.perf_counter() - start
+    errors = [o.error for o in out.values() if o.error]
+    tokens = sum(next((i for i, t in enumerate(o.generated_tokens) if t in eos), len(o.generated_tokens))
+                 for o in out.values())
+    return tokens, seconds, f"({len(errors)} failed)" if errors else ""
 
 
 if __name__ == "__main__":
