@@ -171,3 +171,10 @@ def test_materialized_model_is_the_gguf_model_as_a_plain_folder():
     gguf = AutoModelForCausalLM.from_pretrained(path, dtype="float32", **kwargs)
     with torch.no_grad():
         assert torch.equal(plain(ids).logits, gguf(ids).logits)
+
+
+def test_packaged_model_names_its_hub_origin():
+    from hf_context_synthesis.utils.packaged_models import hub_origin
+
+    assert hub_origin(OFFLINE_GENERATOR_MODEL) == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert hub_origin("pkg:other/model.gguf") is None and hub_origin(None) is None

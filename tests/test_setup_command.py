@@ -78,7 +78,9 @@ def test_command_1_reduced_runs_the_method_for_real_offline(tmp_path, seeds_dir)
     state = json.loads((model / "trainer_state.json").read_text()) if (model / "trainer_state.json").exists() else None
     assert state is None or state["global_step"] == 2
     card = (model / "README.md").read_text(encoding="utf-8")
-    assert "SmolLM2-135M-Instruct" in card
+    # the packaged file's Hub origin is the card's base model (Hub metadata and text)
+    assert "base_model: HuggingFaceTB/SmolLM2-135M-Instruct" in card
+    assert "A fine-tune of [HuggingFaceTB/SmolLM2-135M-Instruct]" in card
 
     # evaluation on the held-out synthesized examples (never called LongBench)
     results = json.loads((out / "eval" / "holdout" / "results.json").read_text())

