@@ -308,15 +308,17 @@ def test_length_histogram_bars_have_edges(tmp_path, monkeypatch):
 
     from hf_context_synthesis.hub.plots import plot_length_histogram
 
-    seen = []
+    seen, yticks = [], []
     save = Figure.savefig
 
     def spy(self, *args, **kwargs):
         seen.extend(p for ax in self.axes for p in ax.patches)
+        yticks.extend(t for ax in self.axes for t in ax.get_yticks())
         return save(self, *args, **kwargs)
 
     monkeypatch.setattr(Figure, "savefig", spy)
     plot_length_histogram({"a": [100, 200, 300], "b": [150, 160]}, tmp_path / "h.png")
+    assert yticks and all(float(t).is_integer() for t in yticks)  # counts of examples: whole numbers only
     bars = [p for p in seen if p.get_height() > 0]
     assert bars and all(p.get_linewidth() > 0 and p.get_edgecolor() != p.get_facecolor() for p in bars)
     assert all(to_rgba(p.get_edgecolor())[3] > 0 for p in bars)  # a visible edge, not a transparent one
