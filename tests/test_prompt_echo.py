@@ -98,3 +98,21 @@ def test_make_backend_prefixes_context_synthesis_only(tmp_path, monkeypatch):
     backend_module.make_backend(SynthesisConfig(seed=None, mode="instruction_synthesis", documents="d.jsonl",
                                                 generator_model="m"))
     assert seen == [backend_module.RESPONSE_PREFIX, "", ""]
+
+
+def test_both_validators_name_the_same_reason_for_unparsable_text():
+    """With and without the quality filters, a reply with no context gets one reason: an echo is
+    ``echoed_prompt``, text without the marker ``missing_context_marker``, a bare marker (the reply
+    prefix and nothing after it) ``empty_generation``."""
+    from hf_context_synthesis.synthesis.config import SynthesisConfig
+    from hf_context_synthesis.synthesis.generation import default_validator
+    from hf_context_synthesis.synthesis.seeds import SeedExample
+
+    seed = SeedExample(task="hotpotqa", instruction=PAIR[0], answer=PAIR[1], seed_id="hotpotqa/0")
+    filtered = default_validator(SynthesisConfig(seed="s.jsonl"))
+    plain = default_validator(SynthesisConfig(seed="s.jsonl", quality=False))
+    cases = {_echo(): "echoed_prompt", DOC: "missing_context_marker", "Context:": "empty_generation",
+             "Context:\n\n": "empty_generation"}
+    for text, reason in cases.items():
+        assert filtered(text, seed) == (None, reason), text
+        assert plain(text, seed) == (None, reason), text

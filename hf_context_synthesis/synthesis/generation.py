@@ -24,7 +24,7 @@ from ..backends.errors import failure_key
 from .cache import GenerationCache, request_key
 from .config import SynthesisConfig
 from ..utils.progress import RequestProgress
-from .prompts import DEFAULT_SYSTEM_PROMPT, is_echo, parse_context, render_synthesis_messages
+from .prompts import DEFAULT_SYSTEM_PROMPT, parse_context, render_synthesis_messages, unparsed_reason
 from .report import SynthesisReport
 from .seeds import SeedExample, load_seeds
 
@@ -96,9 +96,7 @@ def default_validator(config: SynthesisConfig) -> Validator:
     def validate_plain(text: str, seed: SeedExample) -> tuple[str | None, str | None]:
         context = parse_context(text, require_marker=config.require_context_marker)
         if context is None:
-            if is_echo(text):
-                return None, "echoed_prompt"
-            return None, "missing_context_marker" if text and text.strip() else "empty_generation"
+            return None, unparsed_reason(text, require_marker=config.require_context_marker)
         return context, None
 
     return validate_plain

@@ -24,6 +24,7 @@ __all__ = [
     "SYNTHESIS_TEMPLATE_VARIABLES",
     "is_echo",
     "parse_context",
+    "unparsed_reason",
     "render_synthesis_messages",
     "validate_prompt_template",
 ]
@@ -151,3 +152,14 @@ def is_echo(text: str) -> bool:
     text = text or ""
     match = _CONTEXT_MARKER.search(text)
     return match is not None and bool(text[match.end() :].strip()) and parse_context(text) is None
+
+
+def unparsed_reason(text: str, *, require_marker: bool = True) -> str:
+    """Why :func:`parse_context` found no context in ``text``: ``"echoed_prompt"`` (:func:`is_echo`),
+    ``"missing_context_marker"`` (text, but no ``Context:`` marker where one is required), else
+    ``"empty_generation"`` (nothing, or nothing after the marker)."""
+    if is_echo(text):
+        return "echoed_prompt"
+    if require_marker and parse_context(text, require_marker=False) is not None:
+        return "missing_context_marker"
+    return "empty_generation"

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..utils.text import normalize_answer
-from .prompts import is_echo, parse_context
+from .prompts import parse_context, unparsed_reason
 
 __all__ = [
     "DEFAULT_REFUSAL_PREFIXES",
@@ -265,10 +265,7 @@ def validate_generation(
         return None, "refusal"
     context = parse_context(text, require_marker=require_context_marker)
     if context is None:
-        if is_echo(text):
-            return None, "echoed_prompt"
-        has_marker = parse_context(text, require_marker=False) is not None and require_context_marker
-        return None, "missing_context_marker" if has_marker else "empty_generation"
+        return None, unparsed_reason(text, require_marker=require_context_marker)
     if qconf.reject_refusals and is_refusal(context, prefixes):
         return None, "refusal"
     if (
