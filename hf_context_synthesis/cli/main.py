@@ -17,7 +17,7 @@ import typing
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ..utils.fields import did_you_mean
+from ..utils.fields import closest_name
 
 logger = logging.getLogger(__name__)
 
@@ -118,8 +118,8 @@ def unknown_flags(parser: argparse.ArgumentParser, command: str | None, argv: Se
         flag = item.split("=", 1)[0]
         if flag in known or (not flag.startswith("--") and all(f"-{c}" in known for c in flag[1:])):
             continue  # a known flag, or short flags together (-vv, -qv)
-        hint = did_you_mean(flag, visible)
-        found.append(flag + (f"; did you mean {hint[len(' (did you mean '):-2]}?" if hint else ""))
+        hint = closest_name(flag, visible)
+        found.append(flag + (f"; did you mean {hint}?" if hint else ""))
     return found
 
 
@@ -286,9 +286,11 @@ def _subparser(parser: argparse.ArgumentParser, command: str | None) -> argparse
     return parser
 
 
-def _unknown_arguments_error(parser: argparse.ArgumentParser, command: str | None, extras: list[str]) -> None:
+def _unknown_arguments_error(parser: argparse.ArgumentParser, command: str | None, extras: Sequence[str],
+                             flags: list[str] | None = None) -> None:
+    """Exit with the unknown ``flags`` (default: those of ``extras``), else with ``extras`` unrecognized."""
     target = _subparser(parser, command)
-    flags = unknown_flags(parser, command, extras)
+    flags = unknown_flags(parser, command, extras) if flags is None else flags
     if flags:
         target.error(f"unknown flag{'s' if len(flags) > 1 else ''} " + ", ".join(flags))
     target.error("unrecognized arguments: " + " ".join(extras))
@@ -302,7 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command in COMMANDS and "-h" not in argv and "--help" not in argv:
         typos = unknown_flags(parser, command, argv)
         if typos:  # before parsing: a mistyped --output is reported as such, not as "--output is required"
-            _unknown_arguments_error(parser, command, argv)
+            _unknown_arguments_error(parser, command, argv, typos)
     args, extras = parser.parse_known_args(argv)
     if extras:
         _unknown_arguments_error(parser, command, extras)

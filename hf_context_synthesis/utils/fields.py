@@ -234,6 +234,13 @@ def add_dataclass_arguments(
 
 def did_you_mean(name: str, candidates: Iterable[str], *, prefix: str = "") -> str:
     """``" (did you mean --max-seeds?)"`` for the closest candidate, or ``""`` when none is close."""
+    match = closest_name(name, candidates)
+    return f" (did you mean {prefix}{match}?)" if match else ""
+
+
+def closest_name(name: str, candidates: Iterable[str]) -> str | None:
+    """The candidate closest to ``name`` (dashes and underscores alike, answered in ``name``'s spelling
+    style), or ``None`` when none is close."""
     pool = list(dict.fromkeys(candidates))
     key = name.lstrip("-").replace("-", "_")
     normalized: dict[str, list[str]] = {}
@@ -241,10 +248,10 @@ def did_you_mean(name: str, candidates: Iterable[str], *, prefix: str = "") -> s
         normalized.setdefault(c.lstrip("-").replace("-", "_"), []).append(c)
     match = difflib.get_close_matches(key, list(normalized), n=1, cutoff=0.6)
     if not match:
-        return ""
+        return None
     spellings = normalized[match[0]]  # --max-seeds / --max_seeds: answer in the user's style
     styled = [s for s in spellings if ("_" in s) == ("_" in name) and ("-" in s.lstrip("-")) == ("-" in name.lstrip("-"))]
-    return f" (did you mean {prefix}{(styled or spellings)[0]}?)"
+    return (styled or spellings)[0]
 
 
 def unknown_names_message(where: str, unknown: Sequence[str], known: Iterable[str], prefix: str = "") -> str:
