@@ -50,9 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def check_push_arguments(args: argparse.Namespace, command: str, *, needs: str, what: str) -> Any:
     """The problems of a push's positional arguments, all together (a :class:`SetupProblems` the caller
     may add to): ``directory`` is a folder holding ``needs``, ``repo_id`` reads ``namespace/name``."""
-    import re
-
-    from ..utils.checks import SetupProblems
+    from ..utils.checks import HUB_ID, SetupProblems
 
     problems = SetupProblems(command)
     folder = Path(args.directory)
@@ -60,7 +58,7 @@ def check_push_arguments(args: argparse.Namespace, command: str, *, needs: str, 
         problems.add("DIR", f"{args.directory!r} is not a folder ({what})")
     elif not (folder / needs).exists():
         problems.add("DIR", f"{args.directory!r} holds no {needs}: is it {what}?")
-    if not re.fullmatch(r"([\w.-]+/)?[\w.-]+", args.repo_id or ""):
+    if not HUB_ID.match(args.repo_id or ""):
         problems.add("REPO_ID", f"{args.repo_id!r} is not a Hub repo id (namespace/name, or name in your namespace)", bad_value=True)
     return problems
 

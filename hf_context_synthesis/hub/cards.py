@@ -547,12 +547,13 @@ def render_model_card(
     )
     hp = scrub_secrets(dict(hyperparameters or {}))
     ordered = [k for k in _HYPERPARAMETER_KEYS if k in hp] + sorted(k for k in hp if k not in _HYPERPARAMETER_KEYS)
+    shown_results = [*(eval_results or []), *(other_eval_results or [])]  # the card's table: both kinds
     eval_rows = [
         (
             _fmt(r.dataset_name), _fmt(r.metric_name or r.metric_type),
             _fmt(float(r.metric_value) if isinstance(r.metric_value, (int, float)) else r.metric_value),
         )
-        for r in [*(eval_results or []), *(other_eval_results or [])]
+        for r in shown_results
     ]
     card = _render(
         ModelCard,
@@ -572,8 +573,7 @@ def render_model_card(
         packing_stats_rows=token_total_rows(scrub_secrets(dict(packing_stats or {}))),
         training_data_rows=[(k, scrub_text(v)) for k, v in (training_data or [])],
         eval_rows=eval_rows,
-        eval_not_longbench=any(not str(r.dataset_name).startswith("LongBench")
-                               for r in [*(eval_results or []), *(other_eval_results or [])]),
+        eval_not_longbench=any(not str(r.dataset_name).startswith("LongBench") for r in shown_results),
         loss_curve_file=loss_curve_file,
         final_loss=_fmt(final_loss) if final_loss is not None else None,
         train_steps=train_steps,

@@ -28,12 +28,6 @@ def _figure(width: float = 7.0, height: float = 4.0):
     return fig
 
 
-def _integer_ticks() -> Any:
-    from matplotlib.ticker import MaxNLocator
-
-    return MaxNLocator(integer=True)
-
-
 def plot_length_histogram(
     lengths: Sequence[int] | Mapping[str, Sequence[int]],
     path: str | os.PathLike[str],
@@ -71,7 +65,9 @@ def plot_length_histogram(
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("examples")
-    ax.yaxis.set_major_locator(_integer_ticks())  # counts: no 0.5-example ticks on small datasets
+    from matplotlib.ticker import MaxNLocator
+
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # counts: no 0.5-example ticks on small datasets
     fig.tight_layout()
     out = os.fspath(path)
     fig.savefig(out, format="png")

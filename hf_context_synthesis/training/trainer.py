@@ -34,8 +34,8 @@ from typing import Any
 import trl
 from transformers import TrainerCallback
 
-from ..utils.progress import quiet_trainer_output
 from ..utils.packaged_models import materialize_packaged_model
+from ..utils.progress import quiet_trainer_output
 
 logger = logging.getLogger(__name__)
 
