@@ -118,18 +118,6 @@ def tokenized_dataset(lengths: np.ndarray, answer: np.ndarray, vocab: int, rng: 
     return datasets.Dataset(datasets.table.InMemoryTable(table))
 
 
-def packed_attention(device_type: str) -> str:
-    """The attention path packed rows get on ``device_type`` (what ``build_trainer`` switches to)."""
-    from hf_context_synthesis.training.attention import (
-        PACKED_SDPA, _flash_attn_installed, _flex_attention_available, choose_packed_attention, register_packed_sdpa,
-    )
-
-    choice = choose_packed_attention(device_type, _flash_attn_installed(), _flex_attention_available())
-    if choice == PACKED_SDPA:
-        register_packed_sdpa()
-    return choice
-
-
 def build_model(spec: dict[str, Any], device: Any, attn: str, seed: int) -> Any:
     """A Llama from ``spec`` with seeded random fp32 weights (the master weights) on ``device``."""
     import torch
@@ -306,7 +294,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def build_scenarios(args: argparse.Namespace, device_type: str, vocab: int) -> dict[str, dict[str, Any]]:
     """Every scenario's lengths, tokenized dataset and packed attention path."""
     scale = SMOKE_SCALE if args.cpu_smoke else 1.0
-    attention = packed_attention(device_type)
+    from hf_context_synthesis.training.attention import packed_attention_for
+
+    attention = packed_attention_for(device_type)  # what build_trainer switches packed rows to
     out = {}
     for i, name in enumerate(args.scenarios):
         row, cap = (int(x * scale) for x in SCENARIOS[name])

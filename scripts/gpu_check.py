@@ -105,12 +105,12 @@ def environment(device: Any) -> dict[str, Any]:
 
 def attention_paths(device_type: str) -> dict[str, str | None]:
     """Packed attention path -> ``None`` when it runs here, else why it is skipped."""
-    from hf_context_synthesis.training.attention import _flash_attn_installed, _flex_attention_available
+    from hf_context_synthesis.training.attention import flash_attn_installed, flex_attention_available
 
     cuda = device_type == "cuda"
     return {
-        "flash_attention_2": None if cuda and _flash_attn_installed() else "flash-attn not installed or no CUDA",
-        "flex_attention": None if cuda and _flex_attention_available() else "CUDA only (no CPU backward)",
+        "flash_attention_2": None if cuda and flash_attn_installed() else "flash-attn not installed or no CUDA",
+        "flex_attention": None if cuda and flex_attention_available() else "CUDA only (no CPU backward)",
         "packed_sdpa": None,
     }
 

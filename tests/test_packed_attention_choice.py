@@ -31,8 +31,8 @@ def test_build_trainer_on_cuda_switches_dense_paths_and_logs(flex, expected, see
                                                              monkeypatch, caplog):
     # the device is mocked for the choice only: the Trainer still runs on CPU (use_cpu) and no kernel is faked
     monkeypatch.setattr(training, "_trains_on_cpu", lambda cfg: False)
-    monkeypatch.setattr(attention, "_flash_attn_installed", lambda: False)
-    monkeypatch.setattr(attention, "_flex_attention_available", lambda: flex)
+    monkeypatch.setattr(attention, "flash_attn_installed", lambda: False)
+    monkeypatch.setattr(attention, "flex_attention_available", lambda: flex)
     model = transformers.AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation="sdpa")
     cfg = training.default_sft_config(str(tmp_path), max_steps=1, use_cpu=True, save_strategy="no", disable_tqdm=True,
                                       activation_checkpointing=False, max_length=4096)
@@ -45,6 +45,6 @@ def test_build_trainer_on_cuda_switches_dense_paths_and_logs(flex, expected, see
 
 def test_chosen_implementations_are_kept_and_cpu_gets_packed_sdpa(tiny_model_dir, monkeypatch):
     model = transformers.AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation="eager")
-    monkeypatch.setattr(attention, "_flash_attn_installed", lambda: True)  # irrelevant on CPU
+    monkeypatch.setattr(attention, "flash_attn_installed", lambda: True)  # irrelevant on CPU
     assert use_packed_attention(model) == PACKED_SDPA and model.config._attn_implementation == PACKED_SDPA
     assert use_packed_attention(model, "cuda") == PACKED_SDPA  # not a dense path any more: kept

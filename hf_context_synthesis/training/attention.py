@@ -170,18 +170,29 @@ def guard_packed_forward(model: Any) -> bool:
 DENSE_MASK_PATHS = ("sdpa", "eager")
 
 
-def _flash_attn_installed() -> bool:
+def flash_attn_installed() -> bool:
+    """Whether the ``flash-attn`` package (flash_attention_2's varlen kernel) is installed."""
     import importlib.util
 
     return importlib.util.find_spec("flash_attn") is not None
 
 
-def _flex_attention_available() -> bool:
+def flex_attention_available() -> bool:
+    """Whether this torch has ``flex_attention`` (document block masks)."""
     try:
         from torch.nn.attention.flex_attention import create_block_mask  # noqa: F401
     except Exception:
         return False
     return True
+
+
+def packed_attention_for(device_type: str) -> str:
+    """:func:`choose_packed_attention` with the kernels installed here, registered when it is
+    :data:`PACKED_SDPA`: the implementation to set on a model that trains packed rows on ``device_type``."""
+    choice = choose_packed_attention(device_type, flash_attn_installed(), flex_attention_available())
+    if choice == PACKED_SDPA:
+        register_packed_sdpa()
+    return choice
 
 
 def choose_packed_attention(device_type: str, flash_installed: bool, flex_available: bool) -> str:
@@ -214,11 +225,9 @@ def use_packed_attention(model: Any, device_type: str | None = None) -> str | No
     if impl not in DENSE_MASK_PATHS:
         logger.info("packed rows: attention %s kept (%s)", impl, device_type)
         return impl
-    choice = choose_packed_attention(device_type, _flash_attn_installed(), _flex_attention_available())
     if not hasattr(model, "set_attn_implementation"):
         return None
-    if choice == PACKED_SDPA:
-        register_packed_sdpa()
+    choice = packed_attention_for(device_type)
     try:
         model.set_attn_implementation(choice)
     except Exception as err:  # pragma: no cover - models that refuse an implementation
